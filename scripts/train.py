@@ -1,0 +1,96 @@
+"""Train a multi-turn agent with SERL.
+
+    python scripts/train.py                                   # CPU preset: SmolLM2-135M on generated ALFWorld
+    python scripts/train.py feedback=state_diff insertion=anchor
+    python scripts/train.py --cfg job                         # print the composed config
+    python scripts/train.py -m feedback=immediate,state_diff  # a multirun sweep
+
+Configuration lives in conf/ (see README); outputs go to outputs/runs/<time>_<run_name>/.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is fetched from a hub unless the user asks for it
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from serl.build import ConfigError, validate  # noqa: E402
+
+
+def print_summary(summary: dict, trackers: dict[str, str], plot: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"serl run {summary.get('run_name', '')}", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("steps completed", f"{summary['steps_completed']}"),
+        ("wall time", f"{summary['wall_time_s']:.1f} s"),
+    ]
+    for key in sorted(summary):
+        if key.startswith("last/episode/") and "success_rate" in key:
+            rows.append((key.removeprefix("last/"), f"{summary[key]:.3f}"))
+    for key, label in (
+        ("last/episode/valid_action_ratio", "valid-action ratio"),
+        ("last/episode/reward/mean", "episode reward (mean)"),
+        ("last/actor/loss", "loss"),
+        ("last/serl/lambda", "λ"),
+        ("last/serl_action_mask/weight_mean", "teacher weight mean"),
+        ("last/rollout/tokens_per_s", "rollout tokens/s"),
+        ("total/time/rollout_s", "rollout time (s)"),
+        ("total/time/teacher_s", "teacher time (s)"),
+        ("total/time/update_s", "update time (s)"),
+    ):
+        if key in summary:
+            rows.append((label, f"{summary[key]:.4g}"))
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+    run_dir = Path(summary["run_dir"])
+    console.print(f"[bold]outputs[/bold]: {run_dir}")
+    console.print(f"  metrics: {run_dir / 'metrics.jsonl'}   summary: {run_dir / 'summary.json'}")
+    console.print(f"  checkpoint: {run_dir / 'checkpoints' / 'last.pt'}   config: {run_dir / 'config.yaml'}")
+    if plot is not None:
+        console.print(f"  curves: {plot}")
+    if "WandbTracker" in trackers:
+        console.print(f"  W&B run: {trackers['WandbTracker']}  (offline: upload later with `wandb sync <that folder>`)")
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> dict:
+    try:
+        validate(cfg)  # fails before any model loads
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        raise SystemExit(2)
+    from serl.build import build_trainer
+    from serl.plots import plot_training_curves
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    trainer = build_trainer(cfg, run_dir)
+    ok = False
+    try:
+        summary = trainer.train()
+        ok = True
+    finally:
+        trackers = trainer.tracker.locations
+        trainer.tracker.close(ok)
+    plot = None
+    if (run_dir / "metrics.jsonl").is_file():
+        plot = plot_training_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+    print_summary(summary, trackers, plot)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Turn a training step's records into the learner's padded :class:`~serl.types.TrainBatch`.
+
+Per step sample ``i`` (SERL_REFERENCE §1.4–1.5, §6): the GRPO advantage ``A_i`` is broadcast over every
+response token; the action-token mask comes from the generated ids themselves (DESIGN §4, fixes §10.9).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from serl.algo.masks import action_mask_from_ids
+from serl.policy.logprobs import pad_prompt_response
+from serl.types import Step, TrainBatch
+
+
+def action_masks(steps: Sequence[Step], decode: Callable[[Sequence[int]], str]) -> list[list[bool]]:
+    """Executable-action token flags per step, computed from ``response_ids`` by incremental decoding."""
+    return [action_mask_from_ids(s.response_ids, decode) for s in steps]
+
+
+def collate(
+    steps: Sequence[Step],
+    advantages: torch.Tensor,
+    masks: Sequence[Sequence[bool]],
+    pad_id: int,
+    teacher_logprobs: torch.Tensor | None = None,
+    has_context: torch.Tensor | None = None,
+) -> TrainBatch:
+    """Pad N steps into a TrainBatch.
+
+    ``advantages [N]`` per step sample; ``masks`` per-step action flags (len = response length);
+    ``teacher_logprobs [N, T]`` and ``has_context [N]`` from the teacher (zeros / False when absent).
+    """
+    n = len(steps)
+    if advantages.shape != (n,):
+        raise ValueError(f"advantages must have shape [{n}], got {tuple(advantages.shape)}")
+    input_ids, attention_mask, response_mask = pad_prompt_response(
+        [s.prompt_ids for s in steps], [s.response_ids for s in steps], pad_id
+    )
+    t = response_mask.shape[1]
+    old = torch.zeros(n, t)
+    act = torch.zeros(n, t)
+    for i, (s, m) in enumerate(zip(steps, masks)):
+        if len(m) != len(s.response_ids) or len(s.response_logprobs) != len(s.response_ids):
+            raise ValueError(f"step {i}: response ids, log-probs and action mask lengths differ")
+        old[i, : len(s.response_ids)] = torch.tensor(s.response_logprobs, dtype=torch.float32)
+        act[i, : len(m)] = torch.tensor(m, dtype=torch.float32)
+    response_mask = response_mask.float()
+    if teacher_logprobs is None:
+        teacher_logprobs = torch.zeros(n, t)
+    if has_context is None:
+        has_context = torch.zeros(n, dtype=torch.bool)
+    return TrainBatch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        response_mask=response_mask,
+        action_mask=act * response_mask,
+        old_logprobs=old * response_mask,
+        teacher_logprobs=teacher_logprobs[:, :t] * response_mask,
+        has_context=has_context,
+        advantages=advantages[:, None].float() * response_mask,
+    )

@@ -1,0 +1,47 @@
+"""The contract between environments and the rest of serl.
+
+An environment family (ALFWorld, later WebShop) is exposed through one :class:`EnvSuite` object that the
+rollout worker and the trainer use without knowing which family it is:
+
+* ``make_env()`` returns a fresh ``gymnasium.Env`` whose observations and actions are text. ``reset(
+  options={"game": game_id})`` loads that game; ``info`` always carries ``admissible_commands``
+  (list[str]), ``won`` (bool), ``task`` (task sentence), ``task_type`` and ``game``. Rewards are the
+  reference's training rewards (SERL_REFERENCE §1.4: 10 on the winning step, else 0).
+* ``train_games(n, seed)`` / ``eval_games(n, seed)`` return game ids from disjoint pools.
+* ``render_prompt(...)`` is the student prompt template (SERL_REFERENCE §8.1); ``project_action(text)``
+  the action projection and validity rule (§8.3).
+* ``success_metrics(trajectories)`` gives success overall and per task type (§8.1).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import gymnasium as gym
+
+from serl.types import Trajectory
+
+
+class EnvSuite(Protocol):
+    name: str
+    max_turns: int  # episode cap (the reference's env.max_steps)
+    history_length: int  # H observation/action pairs shown in the prompt
+
+    def make_env(self) -> gym.Env: ...
+
+    def train_games(self, n: int, seed: int) -> list[str]: ...
+
+    def eval_games(self, n: int, seed: int) -> list[str]: ...
+
+    def render_prompt(
+        self,
+        task: str,
+        history: Sequence[tuple[str, str]],
+        step_id: int,
+        observation: str,
+        admissible: Sequence[str],
+    ) -> str: ...
+
+    def project_action(self, response: str) -> tuple[str, bool]: ...
+
+    def success_metrics(self, trajectories: Sequence[Trajectory]) -> dict[str, float]: ...

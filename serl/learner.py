@@ -1,0 +1,144 @@
+"""The GRPO learner with SERL's action-token reweighting (SERL_REFERENCE §1.6, §5.2).
+
+One ``update(batch, lam)`` call = one training step's policy update: ``ppo_epochs`` passes over the batch
+in mini-batches of ``mini_batch_size`` step samples, one AdamW step per mini-batch (grad-norm clipped),
+each mini-batch accumulated over micro-batches of ``micro_batch_size``. Per micro-batch:
+
+1. current log-probs (and entropy) of the response tokens, with gradients;
+2. ``Ã`` = the SERL reweight of the GRPO advantage on action tokens of rows with context (§5.2) when
+   ``lam > 0``; the student log-prob in the gap is the behaviour log-prob (serl default) or the current
+   one (``student_logprob="current"``, the reference, §10.6);
+3. the dual-clip PPO loss with token-mean aggregation and the entropy bonus (§1.6).
+
+Micro-batch losses are token-means over the micro-batch, scaled by the micro-batch's share of the
+mini-batch's rows (the reference's gradient-accumulation scaling).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from serl.algo.loss import ppo_clip_loss
+from serl.algo.reweight import serl_reweight
+from serl.policy.logprobs import response_logprobs
+from serl.types import TrainBatch
+
+STUDENT_LOGPROB_CHOICES = ("old", "current")
+
+
+class Learner:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        lr: float = 1e-6,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.01,
+        grad_clip: float = 1.0,
+        mini_batch_size: int = 256,
+        micro_batch_size: int = 32,
+        ppo_epochs: int = 1,
+        clip_low: float = 0.2,
+        clip_high: float = 0.2,
+        clip_c: float = 3.0,
+        entropy_coef: float = 0.001,
+        weight_clip: float = 0.2,
+        temperature: float = 1.0,
+        student_logprob: str = "old",
+    ):
+        if student_logprob not in STUDENT_LOGPROB_CHOICES:
+            raise ValueError(f"student_logprob={student_logprob!r} is not one of {STUDENT_LOGPROB_CHOICES}")
+        self.model = model
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        self.params = params
+        self.grad_clip = grad_clip
+        self.mini_batch_size = mini_batch_size
+        self.micro_batch_size = micro_batch_size
+        self.ppo_epochs = ppo_epochs
+        self.clip = dict(clip_low=clip_low, clip_high=clip_high, clip_c=clip_c)
+        self.entropy_coef = entropy_coef
+        self.weight_clip = weight_clip
+        self.temperature = temperature
+        self.student_logprob = student_logprob
+
+    def micro_loss(self, micro: TrainBatch, lam: float) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of one micro-batch (differentiable) and its metrics."""
+        device = next(self.model.parameters()).device
+        want_entropy = self.entropy_coef > 0
+        out = response_logprobs(
+            self.model,
+            micro.input_ids.to(device),
+            micro.attention_mask.to(device),
+            n_response=micro.n_response,
+            temperature=self.temperature,
+            micro_batch_size=len(micro),
+            with_entropy=want_entropy,
+            grad=True,
+        )
+        logprobs, entropy = out if want_entropy else (out, None)
+        logprobs = logprobs.float().cpu() if device.type != "cpu" else logprobs.float()
+        if entropy is not None and device.type != "cpu":
+            entropy = entropy.float().cpu()
+        stats: dict[str, float] = {}
+        advantages = micro.advantages
+        if lam > 0 and bool(micro.has_context.any()):
+            student = micro.old_logprobs if self.student_logprob == "old" else logprobs.detach()
+            advantages, rw = serl_reweight(
+                advantages,
+                student,
+                micro.teacher_logprobs,
+                micro.response_mask,
+                micro.action_mask,
+                micro.has_context,
+                lam=lam,
+                weight_clip=self.weight_clip,
+            )
+            stats.update({f"serl_action_mask/{k}": v for k, v in rw.items()})
+        loss, pg = ppo_clip_loss(
+            logprobs,
+            micro.old_logprobs,
+            advantages,
+            micro.response_mask,
+            entropy=entropy,
+            entropy_coef=self.entropy_coef,
+            **self.clip,
+        )
+        stats.update({f"actor/{k}": v for k, v in pg.items()})
+        stats["actor/loss"] = float(loss.detach())
+        return loss, stats
+
+    def update(self, batch: TrainBatch, lam: float) -> dict[str, float]:
+        """One training step's update; metrics are micro-batch means (``*_min``/``*_max``: extremes)."""
+        self.model.train()
+        sums: dict[str, float] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)
+        grad_norms = []
+        n = len(batch)
+        for _ in range(self.ppo_epochs):
+            for m0 in range(0, n, self.mini_batch_size):
+                mini = batch.select(slice(m0, min(n, m0 + self.mini_batch_size)))
+                self.optimizer.zero_grad(set_to_none=True)
+                for u0 in range(0, len(mini), self.micro_batch_size):
+                    micro = mini.select(slice(u0, min(len(mini), u0 + self.micro_batch_size)))
+                    loss, stats = self.micro_loss(micro, lam)
+                    (loss * (len(micro) / len(mini))).backward()
+                    for k, v in stats.items():
+                        if k.endswith("_min"):
+                            sums[k] = min(sums.get(k, v), v)
+                            counts[k] = 1
+                        elif k.endswith("_max"):
+                            sums[k] = max(sums.get(k, v), v)
+                            counts[k] = 1
+                        else:
+                            sums[k] += v
+                            counts[k] += 1
+                norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+                grad_norms.append(float(norm))
+                self.optimizer.step()
+        metrics = {k: sums[k] / counts[k] for k in sums}
+        metrics["actor/grad_norm"] = sum(grad_norms) / max(1, len(grad_norms))
+        metrics["actor/optimizer_steps"] = float(len(grad_norms))
+        self.model.eval()
+        return metrics

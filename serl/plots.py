@@ -1,0 +1,46 @@
+"""Training curves as a PNG beside ``metrics.jsonl`` (a picture beats a column of numbers)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+PANELS = (
+    ("episode/success_rate", "success rate"),
+    ("episode/valid_action_ratio", "valid-action ratio"),
+    ("episode/reward/mean", "episode reward (mean)"),
+    ("actor/loss", "loss"),
+    ("serl/lambda", "λ (teacher mixing)"),
+    ("serl_action_mask/weight_mean", "teacher weight mean on action tokens"),
+)
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def plot_training_curves(metrics_path: str | Path, out_path: str | Path) -> Path | None:
+    """Plot the PANELS metrics against the training step; returns the PNG path (None if no data)."""
+    rows = read_metrics(metrics_path)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6), constrained_layout=True)
+    for ax, (key, title) in zip(axes.flat, PANELS):
+        pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, marker="o")
+        else:
+            ax.text(0.5, 0.5, "not logged in this run", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    out_path = Path(out_path)
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path

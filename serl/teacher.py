@@ -1,0 +1,159 @@
+"""The hindsight teacher: a hard-synced copy of the policy that re-scores the student's own tokens.
+
+SERL_REFERENCE §2 and §3.2:
+
+* the teacher is a copy of the policy, never trained by gradients, overwritten with the policy's weights
+  every ``sync_interval`` training steps (hard copy, no EMA). With ``u`` completed steps, the teacher used at
+  step ``u`` is the policy after ``sync_interval · floor(u / sync_interval)`` updates;
+* teacher prompt = the student's user message with the privileged sections added by
+  ``privileged_template`` (default ``"{prompt}\\n\\n{privileged_context}\\n\\nCorrectly solve the current
+  task.\\n"``), chat-templated with the generation prompt;
+* it scores exactly the student's sampled response ids in one no-grad forward at the rollout temperature,
+  ``log π_T(y_t | x̃, y_<t)``.
+
+Deliberate deviations from the reference (DESIGN §4):
+
+* scores are computed once per training step, before the update (the teacher is fixed within a step), not
+  inside every PPO micro-batch (§10.7); rows without context are not forwarded at all;
+* an over-long teacher prompt is shortened by cutting the middle of the privileged context, never the
+  closing instruction or the chat template's assistant header (the reference truncates from the right,
+  §10.8). A context that cannot fit at all is dropped (the row gets no reweighting) and counted.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+
+from serl.policy.logprobs import pad_prompt_response, response_logprobs
+from serl.types import TeacherContext
+
+TRUNCATION_MARKER = "\n[... middle of the privileged context omitted ...]\n"
+
+
+class TeacherScorer:
+    def __init__(
+        self,
+        policy: torch.nn.Module,
+        tokenizer,
+        sync_interval: int = 10,
+        max_prompt_tokens: int = 4096,
+        privileged_template: str = "{prompt}\n\n{privileged_context}\n\nCorrectly solve the current task.\n",
+        temperature: float = 1.0,
+        micro_batch_size: int = 4,
+    ):
+        if sync_interval < 1:
+            raise ValueError(f"teacher_sync_interval={sync_interval} must be >= 1")
+        for key in ("{prompt}", "{privileged_context}"):
+            if key not in privileged_template:
+                raise ValueError(f"privileged_template must contain {key}; got {privileged_template!r}")
+        self.model = copy.deepcopy(policy)
+        self.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.sync_interval = sync_interval
+        self.max_prompt_tokens = max_prompt_tokens
+        self.template = privileged_template
+        self.temperature = temperature
+        self.micro_batch_size = micro_batch_size
+        self.truncated = 0  # prompts shortened middle-out in the last call
+        self.dropped = 0  # contexts that could not fit at all in the last call
+
+    # ----------------------------------------------------------------------------------------- sync
+    def maybe_sync(self, policy: torch.nn.Module, completed_steps: int) -> bool:
+        """Hard-copy the policy into the teacher when ``completed_steps % sync_interval == 0`` (§2)."""
+        if completed_steps % self.sync_interval != 0:
+            return False
+        self.load_state_dict(policy.state_dict())
+        return True
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            self.model.load_state_dict(state)
+
+    # --------------------------------------------------------------------------------------- prompts
+    def _render(self, student_prompt: str, context_text: str) -> list[int]:
+        user = self.template.format(prompt=student_prompt, privileged_context=context_text)
+        return list(
+            self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": user}], add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+        )
+
+    def prompt_ids(self, student_prompt: str, context: TeacherContext) -> list[int] | None:
+        """Chat-templated teacher prompt ids, or None if the context cannot fit in ``max_prompt_tokens``."""
+        text = context.text
+        ids = self._render(student_prompt, text)
+        if len(ids) <= self.max_prompt_tokens:
+            return ids
+        # Middle-out truncation of the privileged context only (DESIGN §4, fixes §10.8).
+        ctx_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        overflow = len(ids) - self.max_prompt_tokens
+        marker = len(self.tokenizer(TRUNCATION_MARKER, add_special_tokens=False)["input_ids"])
+        for slack in (0, 8, 32, 128):  # re-tokenisation at the cut may merge/split a few tokens
+            keep = len(ctx_ids) - overflow - marker - slack
+            if keep <= 0:
+                break
+            head, tail = keep // 2, keep - keep // 2
+            cut = (
+                self.tokenizer.decode(ctx_ids[:head])
+                + TRUNCATION_MARKER
+                + self.tokenizer.decode(ctx_ids[len(ctx_ids) - tail :])
+            )
+            ids = self._render(student_prompt, cut)
+            if len(ids) <= self.max_prompt_tokens:
+                self.truncated += 1
+                return ids
+        self.dropped += 1
+        return None
+
+    # --------------------------------------------------------------------------------------- scoring
+    def score(
+        self,
+        student_prompts: Sequence[str],
+        contexts: Sequence[TeacherContext],
+        response_ids: Sequence[Sequence[int]],
+        n_response: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher log-probs of the student's response tokens.
+
+        Returns ``(teacher_logprobs [N, n_response], has_context [N] bool)``; rows without a (fitting)
+        context are not forwarded and hold zeros.
+        """
+        self.truncated = self.dropped = 0
+        n = len(student_prompts)
+        out = torch.zeros(n, n_response)
+        has = torch.zeros(n, dtype=torch.bool)
+        rows, prompts, responses = [], [], []
+        for i, (prompt, ctx, resp) in enumerate(zip(student_prompts, contexts, response_ids)):
+            if not ctx.has_context:
+                continue
+            ids = self.prompt_ids(prompt, ctx)
+            if ids is None:
+                continue
+            rows.append(i)
+            prompts.append(ids)
+            responses.append(list(resp))
+        if not rows:
+            return out, has
+        device = next(self.model.parameters()).device
+        input_ids, attention_mask, _ = pad_prompt_response(prompts, responses, self.tokenizer.pad_token_id)
+        t_len = input_ids.shape[1] - max(len(p) for p in prompts)
+        logp = response_logprobs(
+            self.model,
+            input_ids.to(device),
+            attention_mask.to(device),
+            n_response=t_len,
+            temperature=self.temperature,
+            micro_batch_size=self.micro_batch_size,
+        )
+        idx = torch.tensor(rows)
+        out[idx, :t_len] = logp.float().cpu()
+        has[idx] = True
+        return out, has

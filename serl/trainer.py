@@ -1,0 +1,301 @@
+"""The SERL training loop. It is handed its components (``serl/build.py`` makes them) and reads top to
+bottom like DESIGN.md §1:
+
+rollout → reward & advantage → insertion + feedback → teacher → learner → weight sync → track & checkpoint.
+
+One persisted counter, ``step`` (completed training steps, ``u`` in SERL_REFERENCE §5.1), drives λ, the
+teacher sync and the game sampling, so a resumed run continues exactly (fixes §10.5).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from serl.algo.advantages import grpo_advantages, step_scores, trajectory_grpo_advantages
+from serl.batch import action_masks, collate
+from serl.checkpoint import TrainingState, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from serl.envs.base import EnvSuite
+from serl.feedback.base import FeedbackSource
+from serl.insertion.base import Insertion
+from serl.learner import Learner
+from serl.rollout.base import RolloutWorker
+from serl.teacher import TeacherScorer
+from serl.tracking import Tracker
+from serl.types import Step, TeacherContext, Trajectory
+
+ADVANTAGE_CHOICES = ("cross_step", "trajectory")
+
+
+@dataclass
+class TrainerSettings:
+    steps: int  # training steps to reach (a resumed run continues up to this count)
+    n_tasks: int  # games per training step
+    group_size: int  # rollouts per game (GRPO group)
+    seed: int = 0
+    run_dir: Path = Path("outputs/run")
+    save_every: int = 1  # checkpoint every N steps (0: only at the end)
+    advantage: str = "cross_step"  # cross_step (reference §1.5) | trajectory
+    norm_by_std: bool = True
+    invalid_penalty: float = 0.1
+    resume: str | None = None
+    extra_summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return float(sum(xs) / len(xs)) if xs else 0.0
+
+
+class Trainer:
+    def __init__(
+        self,
+        settings: TrainerSettings,
+        suite: EnvSuite,
+        worker: RolloutWorker,
+        learner: Learner,
+        teacher: TeacherScorer | None,
+        feedback: FeedbackSource,
+        insertion: Insertion,
+        decay: Callable[[int], float],
+        tracker: Tracker,
+        decode: Callable[[Sequence[int]], str],
+        pad_id: int,
+    ):
+        if settings.advantage not in ADVANTAGE_CHOICES:
+            raise ValueError(f"advantage={settings.advantage!r} is not one of {ADVANTAGE_CHOICES}")
+        self.s = settings
+        self.suite = suite
+        self.worker = worker
+        self.learner = learner
+        self.model = learner.model
+        # The teacher runs only when there is something to show it (feedback=none is plain GRPO).
+        self.teacher = teacher if (teacher is not None and feedback.enabled) else None
+        self.feedback = feedback
+        self.insertion = insertion
+        self.decay = decay
+        self.tracker = tracker
+        self.decode = decode
+        self.pad_id = pad_id
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.checkpoint_s = 0.0  # total time spent writing checkpoints
+
+    # ------------------------------------------------------------------------------ checkpointing
+    def save(self) -> Path:
+        state = TrainingState(
+            step=self.step,
+            model={k: v for k, v in self.model.state_dict().items()},
+            optimizer=self.learner.optimizer.state_dict(),
+            teacher=self.teacher.state_dict() if self.teacher is not None else None,
+            rng=rng_state(),
+            extra={"run_dir": str(self.s.run_dir)},
+        )
+        return save_checkpoint(self.s.run_dir / "checkpoints", state)
+
+    def restore(self, path: str | Path) -> None:
+        state = load_checkpoint(path)
+        self.model.load_state_dict(state.model)
+        self.learner.optimizer.load_state_dict(state.optimizer)
+        if self.teacher is not None and state.teacher is not None:
+            self.teacher.load_state_dict(state.teacher)
+        set_rng_state(state.rng)
+        self.step = state.step
+        self.worker.generator.sync_weights(self.model)
+
+    # ------------------------------------------------------------------------------------- helpers
+    def _advantages(self, steps: list[Step], owners: list[Trajectory]) -> torch.Tensor:
+        """§1.4–1.5: episode reward on every step, invalid penalty, group-relative normalisation."""
+        rewards = torch.tensor([t.episode_reward for t in owners], dtype=torch.float32)
+        valid = torch.tensor([s.valid for s in steps], dtype=torch.bool)
+        scores = step_scores(rewards, valid, invalid_penalty=self.s.invalid_penalty)
+        groups = torch.tensor([t.group_id for t in owners], dtype=torch.long)
+        if self.s.advantage == "cross_step":
+            return grpo_advantages(scores, groups, norm_by_std=self.s.norm_by_std)
+        trajs = torch.tensor([t.group_id * self.s.group_size + t.traj_id for t in owners], dtype=torch.long)
+        return trajectory_grpo_advantages(scores, groups, trajs, norm_by_std=self.s.norm_by_std)
+
+    def _contexts(self, trajectories: list[Trajectory]) -> list[TeacherContext]:
+        """Insertion + feedback for every step, flattened in the same order as the steps."""
+        by_group: dict[int, list[Trajectory]] = {}
+        for t in trajectories:
+            by_group.setdefault(t.group_id, []).append(t)
+        out: dict[tuple[int, int, int], TeacherContext] = {}
+        for gid, group in by_group.items():
+            group = sorted(group, key=lambda t: t.traj_id)
+            for traj, ctxs in zip(group, self.insertion.contexts(group, self.feedback)):
+                for step, ctx in zip(traj.steps, ctxs):
+                    out[(gid, traj.traj_id, step.step_id)] = ctx
+        return [out[(t.group_id, t.traj_id, s.step_id)] for t in trajectories for s in t.steps]
+
+    def _episode_metrics(self, trajectories: list[Trajectory], steps: list[Step]) -> dict[str, float]:
+        rewards = [t.episode_reward for t in trajectories]
+        lengths = [t.length for t in trajectories]
+        m = {f"episode/{k}": v for k, v in self.suite.success_metrics(trajectories).items()}
+        m.update(
+            {
+                "episode/reward/mean": _mean(rewards),
+                "episode/reward/max": max(rewards),
+                "episode/reward/min": min(rewards),
+                "episode/length/mean": _mean(lengths),
+                "episode/length/max": float(max(lengths)),
+                "episode/length/min": float(min(lengths)),
+                "episode/valid_action_ratio": _mean([float(s.valid) for s in steps]),
+                "episode/step_samples": float(len(steps)),
+            }
+        )
+        return m
+
+    @staticmethod
+    def _serl_metrics(
+        contexts: list[TeacherContext], has: torch.Tensor, masks: list[list[bool]], lam: float
+    ) -> dict[str, float]:
+        """SERL_REFERENCE §5.3 driver-side metrics."""
+        n = len(masks)
+        m = {"serl/context_available_fraction": float(has.float().mean()) if n else 0.0}
+        sources = sorted({src for c in contexts for src in c.sources})
+        for src in sources:
+            m[f"serl/{src}_reference_fraction"] = _mean([float(src in c.sources) for c in contexts])
+        rows = [i for i in range(n) if bool(has[i])]
+        tok = sum(len(masks[i]) for i in rows)
+        m["serl/action_token_fraction"] = sum(sum(masks[i]) for i in rows) / tok if tok else 0.0
+        m["serl/action_parse_failure_fraction"] = _mean([float(not any(masks[i])) for i in rows])
+        sizes = [c.anchor_size for c in contexts if c.anchor_size is not None]
+        if sizes:
+            m["serl/anchor_group_size_mean"] = _mean(sizes)
+        return m
+
+    # ------------------------------------------------------------------------------------ the loop
+    def train(self) -> dict[str, Any]:
+        if self.s.resume:
+            self.restore(self.s.resume)
+        start = self.step
+        t_start = time.time()
+        ok = False
+        bar = tqdm(total=self.s.steps, initial=start, desc="serl", unit="step", dynamic_ncols=True)
+        try:
+            while self.step < self.s.steps:
+                metrics = self.train_step(bar)
+                self.history.append(metrics)
+                self.tracker.log(metrics, step=self.step)
+                bar.update(1)
+                bar.set_postfix_str(
+                    f"success {metrics['episode/success_rate']:.2f} valid {metrics['episode/valid_action_ratio']:.2f} "
+                    f"loss {metrics['actor/loss']:+.4f} λ {metrics['serl/lambda']:.3f}"
+                )
+                if (self.s.save_every and self.step % self.s.save_every == 0) or self.step == self.s.steps:
+                    t0 = time.time()
+                    self.save()
+                    self.checkpoint_s += time.time() - t0
+            ok = True
+        finally:
+            bar.close()
+            summary = self.summary(start, time.time() - t_start, ok)
+            self.tracker.summary(summary)
+        return summary
+
+    def train_step(self, bar: tqdm | None = None) -> dict[str, float]:
+        u = self.step
+        t_step = time.time()
+        lam = float(self.decay(u)) if self.teacher is not None else 0.0
+        teacher_active = self.teacher is not None and lam > 0
+
+        # 1. rollout: n_tasks games x group_size episodes (§1.2-1.3)
+        t0 = time.time()
+        games = self.suite.train_games(self.s.n_tasks, seed=self.s.seed * 1_000_003 + u)
+
+        def progress(turn: int, active: int) -> None:
+            if bar is not None:
+                bar.set_postfix_str(f"step {u + 1}: rollout turn {turn}, {active} episodes active")
+
+        trajectories = self.worker.collect(games, self.s.group_size, seed=self.s.seed * 1_000_003 + u, progress=progress)
+        steps = [s for t in trajectories for s in t.steps]
+        owners = [t for t in trajectories for _ in t.steps]
+        t_rollout = time.time() - t0
+
+        # 2. reward & advantage (§1.4-1.5)
+        advantages = self._advantages(steps, owners)
+        masks = action_masks(steps, self.decode)
+
+        # 3-5. insertion + feedback -> teacher scores, once per step (§2, §3, §4; DESIGN §4)
+        t0 = time.time()
+        teacher_lp = has = None
+        contexts: list[TeacherContext] = []
+        synced = False
+        if self.teacher is not None:
+            synced = self.teacher.maybe_sync(self.model, u)
+        if teacher_active:
+            if bar is not None:
+                bar.set_postfix_str(f"step {u + 1}: teacher scoring")
+            contexts = self._contexts(trajectories)
+            n_resp = max(len(s.response_ids) for s in steps)
+            teacher_lp, has = self.teacher.score(
+                [s.prompt for s in steps], contexts, [s.response_ids for s in steps], n_resp
+            )
+        t_teacher = time.time() - t0
+
+        # 6. learner update, then push the new weights to the rollout backend
+        t0 = time.time()
+        if bar is not None:
+            bar.set_postfix_str(f"step {u + 1}: policy update on {len(steps)} step samples")
+        batch = collate(steps, advantages, masks, self.pad_id, teacher_lp, has)
+        metrics = self.learner.update(batch, lam if teacher_active else 0.0)
+        t_update = time.time() - t0
+        t0 = time.time()
+        self.worker.generator.sync_weights(self.model)
+        t_sync = time.time() - t0
+        self.step = u + 1
+
+        # 7. metrics (§5.3, §8.4)
+        metrics.update(self._episode_metrics(trajectories, steps))
+        metrics["serl/lambda"] = lam
+        metrics["serl/teacher_inactive_after_decay"] = float(self.teacher is not None and lam == 0.0)
+        metrics["serl/teacher_synced"] = float(synced)
+        if teacher_active:
+            metrics.update(self._serl_metrics(contexts, has, masks, lam))
+            metrics["serl/teacher_prompt_truncated"] = float(self.teacher.truncated)
+            metrics["serl/teacher_context_dropped"] = float(self.teacher.dropped)
+        metrics["advantage/mean"] = float(advantages.mean())
+        metrics["advantage/max"] = float(advantages.max())
+        metrics["advantage/min"] = float(advantages.min())
+        stats = getattr(self.worker, "last_stats", {}) or {}
+        tokens = float(stats.get("tokens_generated", sum(len(s.response_ids) for s in steps)))
+        metrics["rollout/tokens"] = tokens
+        metrics["rollout/tokens_per_s"] = tokens / stats["generate_s"] if stats.get("generate_s") else 0.0
+        metrics["time/env_s"] = float(stats.get("env_s", 0.0))
+        metrics["time/rollout_s"] = t_rollout
+        metrics["time/teacher_s"] = t_teacher
+        metrics["time/update_s"] = t_update
+        metrics["time/weight_sync_s"] = t_sync
+        metrics["time/step_s"] = time.time() - t_step
+        for k, v in metrics.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                raise FloatingPointError(f"metric {k} is {v} at training step {self.step}")
+        return metrics
+
+    def summary(self, start: int, wall_s: float, ok: bool) -> dict[str, Any]:
+        last = self.history[-1] if self.history else {}
+        out: dict[str, Any] = {
+            "completed": ok,
+            "steps_completed": self.step,
+            "steps_this_run": self.step - start,
+            "resumed_from_step": start if self.s.resume else None,
+            "wall_time_s": wall_s,
+            "checkpoint_time_s": self.checkpoint_s,
+            "run_dir": str(self.s.run_dir),
+        }
+        if self.history:
+            for key in sorted({k for h in self.history for k in h}):
+                vals = [h[key] for h in self.history if key in h]
+                out[f"last/{key}"] = last.get(key, vals[-1])
+                if key.startswith("episode/") and "success_rate" in key:
+                    out[f"mean/{key}"] = _mean(vals)
+            for key in ("time/rollout_s", "time/teacher_s", "time/update_s", "time/step_s"):
+                out[f"total/{key}"] = sum(h.get(key, 0.0) for h in self.history)
+        out.update(self.s.extra_summary)
+        return out

@@ -1,0 +1,114 @@
+"""Records that cross module boundaries.
+
+Every record type of serl exists here once. ``types`` imports only the standard library and torch.
+
+Data flow (DESIGN.md §1): the rollout worker produces :class:`Trajectory` objects made of :class:`Step`
+records; insertion + feedback turn each step into a :class:`TeacherContext`; the trainer collates the
+steps, their advantages, action masks and teacher log-probs into one :class:`TrainBatch` for the learner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Step:
+    """One environment step of one episode: the sample GRPO trains on (SERL_REFERENCE §1.3).
+
+    ``prompt`` is the student's single user message, rebuilt fresh every step by the env's prompt template
+    (task, last H observation/action pairs, current observation, admissible actions, format instruction).
+    ``prompt_ids`` are the chat-templated ids the policy actually saw; ``response_ids`` the ids it sampled
+    and ``response_logprobs`` their behaviour log-probs (same length as ``response_ids``).
+    """
+
+    step_id: int  # 0-based index within the trajectory
+    observation: str  # raw env observation of the current state (the reference's anchor_obs)
+    prompt: str  # student user-message text
+    admissible: tuple[str, ...]  # admissible commands in the current state
+    prompt_ids: list[int]
+    response_ids: list[int]
+    response_logprobs: list[float]
+    response_text: str
+    action: str  # what the env received after projection (SERL_REFERENCE §8.3)
+    valid: bool  # format validity (tags present, no CJK), SERL_REFERENCE §8.3
+    feedback: str  # raw env response to the action ("immediate feedback", §3.1)
+    next_prompt: str  # the student prompt of the next state (the reference's next_observation, §3.1)
+    reward: float  # env reward received on this step (10 on the winning step in ALFWorld)
+    done: bool  # episode ended on this step
+
+
+@dataclass
+class Trajectory:
+    """One episode. The ``group_size`` trajectories sharing ``group_id`` played the same game."""
+
+    group_id: int  # GRPO group (same game, same training step)
+    traj_id: int  # index of the trajectory inside its group
+    game: str  # game identifier (e.g. path of the game file)
+    task_type: str  # e.g. "pick_and_place_simple"
+    task: str  # task sentence, e.g. "put a mug in desk"
+    steps: list[Step] = field(default_factory=list)
+    won: bool = False
+
+    @property
+    def episode_reward(self) -> float:
+        """Sum of env rewards (10·won in ALFWorld, SERL_REFERENCE §1.4)."""
+        return float(sum(s.reward for s in self.steps))
+
+    @property
+    def length(self) -> int:
+        return len(self.steps)
+
+
+@dataclass(frozen=True)
+class TeacherContext:
+    """Privileged hindsight sections for one step (SERL_REFERENCE §3.2).
+
+    A section is ``"<title>\\n<content>"``; ``sections`` keeps ``(title, content)`` pairs with non-empty
+    content only. ``sources`` names the feedback sources that contributed (for the per-source metrics of
+    §5.3); ``anchor_size`` is the size of the step's anchor group under anchor insertion, else ``None``.
+    """
+
+    sections: tuple[tuple[str, str], ...] = ()
+    sources: tuple[str, ...] = ()
+    anchor_size: int | None = None
+
+    @property
+    def has_context(self) -> bool:
+        return len(self.sections) > 0
+
+    @property
+    def text(self) -> str:
+        """Sections joined by a blank line (the reference's ``privileged_context``)."""
+        return "\n\n".join(f"{title}\n{content}" for title, content in self.sections)
+
+
+@dataclass
+class TrainBatch:
+    """Padded tensors of N step samples (prompt left-padded to P, response right-padded to T).
+
+    Layout as in veRL: ``input_ids[:, P:]`` are the response tokens, so the logits at positions
+    ``P-1 .. P+T-2`` score them.
+    """
+
+    input_ids: torch.Tensor  # [N, P+T] long
+    attention_mask: torch.Tensor  # [N, P+T] long (1 = real token)
+    response_mask: torch.Tensor  # [N, T] float (1 = sampled response token)
+    action_mask: torch.Tensor  # [N, T] float (1 = executable action token, SERL_REFERENCE §6)
+    old_logprobs: torch.Tensor  # [N, T] float, behaviour log-probs
+    teacher_logprobs: torch.Tensor  # [N, T] float, 0 where the row has no context
+    has_context: torch.Tensor  # [N] bool, the reference's serl_mask
+    advantages: torch.Tensor  # [N, T] float, GRPO advantage broadcast over response tokens
+
+    @property
+    def n_response(self) -> int:
+        return self.response_mask.shape[1]
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def select(self, index: torch.Tensor | slice) -> "TrainBatch":
+        """Rows ``index`` of every tensor (micro-batching)."""
+        return TrainBatch(**{k: getattr(self, k)[index] for k in self.__dataclass_fields__})
