@@ -1,0 +1,114 @@
+"""Anchor grouping and candidate-action text: pure functions, standard library only.
+
+An *anchor* is a set of step samples of one GRPO group that start from the same state; anchor-level
+insertion (``serl.insertion.anchor``) shows the teacher every action tried from that state.
+
+Reference behaviour (SERL_REFERENCE §4.2, ``PC :: _build_anchor_groups``):
+
+* :func:`group_by_observation` — exact string equality of the anchor value (the raw current observation).
+  This is what the reference does by default; it pools every ALFWorld "Nothing happens." step of a group
+  together regardless of the true location (§10.14).
+* :func:`group_by_similarity` — the reference's ``anchor_enable_similarity`` option: greedy
+  first-representative clustering, each item joining the first existing cluster whose representative (its
+  first member) has ``difflib.SequenceMatcher(None, a, b).ratio() >= threshold``, else opening a new
+  cluster. Order-dependent by construction; the caller passes items in (step_id, trajectory index) order,
+  as the reference visits records in (step_id, batch index) order.
+
+Both return one anchor id per item; ids are consecutive integers in order of first appearance.
+
+Candidate-action text (SERL_REFERENCE §4.3, ``PC :: _normalize_candidate_action_text``; think removal
+§3.2, ``RT :: _remove_thinking_trace``): :func:`strip_thinking` and :func:`candidate_action`. They live
+here, not in ``serl.insertion``, so that later feedback sources that render responses (success / future
+trajectories) can share them without importing the insertion package.
+
+Deviations from the reference: none in behaviour. ``group_by_similarity`` short-cuts exact equality
+(ratio 1.0 anyway) and uses difflib's quick upper bounds before computing the full ratio, which changes
+cost, not results.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Hashable, Sequence
+
+EMPTY_ACTION = "(empty action)"
+
+_THINK_RE = re.compile(r"<think>.*?</think>\s*", re.DOTALL | re.IGNORECASE)
+_ACTION_RE = re.compile(r"<action>(.*?)</action>", re.DOTALL | re.IGNORECASE)
+
+
+def group_by_observation(observations: Sequence[Hashable]) -> list[int]:
+    """Anchor id per item: items with equal values share an id; ids in order of first appearance.
+
+    >>> group_by_observation(["a", "b", "a", "c", "b"])
+    [0, 1, 0, 2, 1]
+    """
+    ids: dict[Hashable, int] = {}
+    return [ids.setdefault(obs, len(ids)) for obs in observations]
+
+
+def group_by_similarity(observations: Sequence[str], threshold: float) -> list[int]:
+    """Greedy first-representative clustering by difflib ratio (SERL_REFERENCE §4.2).
+
+    Items are visited in the given order. An item joins the *first* existing cluster (in creation order)
+    whose representative — the cluster's first member — satisfies
+    ``difflib.SequenceMatcher(None, representative, item).ratio() >= threshold``; otherwise it founds a new
+    cluster and becomes its representative. Representatives never change, so membership is not
+    transitive and the result depends on the order (e.g. with items ``B, A, C`` where A~B and B~C but not
+    A~C, all three join B's cluster, while the order ``A, C, B`` gives two clusters).
+
+    ``threshold`` must lie in (0, 1) (the reference's rule; 0.95 is its default).
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"similarity threshold must be in (0, 1), got {threshold!r}")
+    representatives: list[str] = []
+    ids: list[int] = []
+    for obs in observations:
+        for cid, rep in enumerate(representatives):
+            if rep == obs:
+                ids.append(cid)
+                break
+            matcher = difflib.SequenceMatcher(None, rep, obs)
+            # real_quick_ratio >= quick_ratio >= ratio: cheap upper bounds reject most pairs early.
+            if (
+                matcher.real_quick_ratio() >= threshold
+                and matcher.quick_ratio() >= threshold
+                and matcher.ratio() >= threshold
+            ):
+                ids.append(cid)
+                break
+        else:
+            ids.append(len(representatives))
+            representatives.append(obs)
+    return ids
+
+
+def strip_thinking(text: str) -> str:
+    """Remove every ``<think>…</think>`` block and the whitespace that follows it (SERL_REFERENCE §3.2).
+
+    Tags are matched case-insensitively; an unclosed ``<think>`` is left as it is.
+
+    >>> strip_thinking("<think>go left?</think>\\n <action>go to desk 1</action>")
+    '<action>go to desk 1</action>'
+    """
+    return _THINK_RE.sub("", text)
+
+
+def candidate_action(response: str, remove_thinking: bool = True) -> str:
+    """Normalised candidate-action text of one response (SERL_REFERENCE §4.3).
+
+    The content of the first ``<action>…</action>`` of the (think-stripped, when ``remove_thinking``)
+    response, whitespace runs collapsed to one space, stripped and lower-cased; the whole response
+    normalised the same way when there is no complete action tag; ``"(empty action)"`` when the result is
+    empty.
+
+    >>> candidate_action("<think>hm</think><action>  Go to\\n Desk 1 </action>")
+    'go to desk 1'
+    """
+    text = strip_thinking(response) if remove_thinking else response
+    match = _ACTION_RE.search(text)
+    if match is not None:
+        text = match.group(1)
+    text = " ".join(text.split()).lower()
+    return text or EMPTY_ACTION

@@ -1,0 +1,29 @@
+"""Insertion granularity: which teacher context each step gets (SERL_REFERENCE §4).
+
+=========  ========================  ======================================================
+name       class                     context of a step
+=========  ========================  ======================================================
+step       :class:`StepInsertion`    the feedback source's section for that step (§4.1)
+anchor     :class:`AnchorInsertion`  candidate actions tried from the same state (§4.2–§4.3)
+=========  ========================  ======================================================
+
+``conf/insertion/<name>.yaml`` instantiates the class with keyword arguments. Insertion modules import only
+``serl.types``, ``serl.algo`` and the standard library.
+"""
+
+from serl.insertion.anchor import ANCHOR_KEYS, CANDIDATES_TITLE, AnchorInsertion
+from serl.insertion.base import FeedbackLike, Insertion
+from serl.insertion.step import StepInsertion
+
+#: option name → class; extended as options are added.
+INSERTIONS: dict[str, type[Insertion]] = {cls.name: cls for cls in (StepInsertion, AnchorInsertion)}
+
+__all__ = [
+    "ANCHOR_KEYS",
+    "CANDIDATES_TITLE",
+    "INSERTIONS",
+    "AnchorInsertion",
+    "FeedbackLike",
+    "Insertion",
+    "StepInsertion",
+]

@@ -1,0 +1,29 @@
+"""Shared test helpers: compose the real Hydra config and build the real trainer in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# The smallest real run: tiny model, generated ALFWorld games, 1 game x 2 rollouts, 2 turns.
+TINY_RUN = [
+    "model=tiny",
+    "n_tasks=1",
+    "group_size=2",
+    "env.max_turns=2",
+    "env.train_pool=2",
+    "env.eval_pool=1",
+    "rollout.max_new_tokens=12",
+    "learner.micro_batch_size=2",
+    "learner.lr=1e-3",
+    "logger=jsonl",
+]
+
+
+def compose_cfg(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
