@@ -1,0 +1,179 @@
+"""Per-step scores and group-relative (GRPO) advantages. Pure torch.
+
+Every environment step is one training sample (SERL_REFERENCE §1.3). Its scalar score is the outcome
+reward of its trajectory minus the invalid-action penalty (§1.4); the advantage is that score normalised
+within its GRPO group (the ``group_size`` rollouts of one task, §1.5). The learner broadcasts the per-step
+advantage over the step's response tokens.
+
+Functions
+---------
+* :func:`step_scores` — ``s_i = R(traj(i)) - penalty * [step i invalid]`` (§1.4).
+* :func:`grpo_advantages` — the reference's *cross-step* normalisation (§1.5, the default, DESIGN §4):
+  mean and unbiased std over **all step samples** of the group, so long (usually failed) trajectories
+  weigh more. A group with one sample gets ``mu=0, sd=1``.
+* :func:`trajectory_grpo_advantages` — the trajectory-level option (§10.1, DESIGN §4): the group statistics
+  are computed over **one value per trajectory** (that trajectory's mean step score), so every trajectory
+  counts once regardless of its length; each step still keeps its own score, ``A_i = (s_i - mu)/(sd+eps)``.
+  Since all steps of a trajectory share the outcome reward, the per-trajectory mean differs from the
+  outcome reward only by the trajectory's invalid-step penalties. A group holding a single trajectory
+  gets ``mu=0, sd=1`` (the same rule as the step level).
+
+Worked example (§1.5): one success (score 10) of 5 steps and seven failures (score 0) of 50 steps give
+``mu≈0.14, sd≈1.18, A_success≈+8.4, A_fail≈−0.12`` at step level and ``mu=1.25, sd≈3.54, +2.47 / −0.35``
+at trajectory level.
+
+Deviations from the reference
+-----------------------------
+* Group statistics are accumulated in float64 (two-pass: mean, then squared deviations) and the result is
+  cast back to the scores' floating dtype; the reference works in the input dtype (float32). This changes
+  rounding only.
+* The reference's ``adjust_batch`` duplicates (§1.5) are not produced here; if a caller passes duplicated
+  samples they enter the statistics exactly like in the reference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["step_scores", "grpo_advantages", "trajectory_grpo_advantages"]
+
+
+def _check_1d(name: str, x: Tensor, n: int | None = None) -> None:
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 1:
+        raise ValueError(f"{name} must be 1-D [N], got shape {tuple(x.shape)}")
+    if n is not None and x.shape[0] != n:
+        raise ValueError(f"{name} must have length N={n} (like scores), got {x.shape[0]}")
+
+
+def _check_ids(name: str, ids: Tensor, n: int) -> None:
+    _check_1d(name, ids, n)
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise ValueError(f"{name} must be an integer tensor (torch.long), got dtype {ids.dtype}")
+
+
+def _check_eps(eps: float) -> None:
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"eps must be a finite float >= 0, got {eps!r}")
+
+
+def _float_dtype(x: Tensor) -> torch.dtype:
+    return x.dtype if x.dtype.is_floating_point else torch.get_default_dtype()
+
+
+def step_scores(episode_rewards: Tensor, valid: Tensor, invalid_penalty: float = 0.1) -> Tensor:
+    """Per-step score ``s_i = R(traj(i)) - invalid_penalty * [step i invalid]`` (SERL_REFERENCE §1.4).
+
+    Args:
+        episode_rewards: ``[N]`` outcome reward of the trajectory each step belongs to (10·won in ALFWorld).
+        valid: ``[N]`` bool, the step's action validity flag (§8.3).
+        invalid_penalty: penalty coefficient, ``>= 0`` (reference: 0.1; 0 disables the penalty).
+
+    Returns:
+        ``[N]`` float scores (dtype of ``episode_rewards`` if floating, else the default float dtype).
+    """
+    _check_1d("episode_rewards", episode_rewards)
+    _check_1d("valid", valid, episode_rewards.shape[0])
+    if valid.dtype != torch.bool:
+        raise ValueError(f"valid must be a bool tensor, got dtype {valid.dtype}")
+    if not (isinstance(invalid_penalty, (int, float)) and math.isfinite(invalid_penalty) and invalid_penalty >= 0):
+        raise ValueError(f"invalid_penalty must be a finite float >= 0, got {invalid_penalty!r}")
+    rewards = episode_rewards.to(_float_dtype(episode_rewards))
+    # §1.4: s_i = R(traj(i)) − 0.1·[step i invalid]
+    return rewards - float(invalid_penalty) * (~valid).to(rewards.dtype)
+
+
+def _group_normalise(
+    values: Tensor, value_group: Tensor, scores: Tensor, score_group: Tensor, eps: float, norm_by_std: bool
+) -> Tensor:
+    """Statistics of ``values`` per group (index ``value_group`` in ``[0, G)``), applied to ``scores``.
+
+    ``values``: ``[M]`` float64, ``value_group``: ``[M]`` long; ``scores``: ``[N]`` float64,
+    ``score_group``: ``[N]`` long. Returns ``[N]`` float64.
+    """
+    n_groups = int(value_group.max().item()) + 1 if value_group.numel() else 0
+    count = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, value_group, torch.ones_like(values))
+    total = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, value_group, values)
+    mean = total / count  # §1.5: mu = mean(S_g)
+    sq_dev = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, value_group, (values - mean[value_group]) ** 2)
+    single = count <= 1
+    # §1.5: sd = unbiased std(S_g) (torch.std, N−1); guarded against 0/0 for single-sample groups
+    std = torch.sqrt(sq_dev / torch.where(single, torch.ones_like(count), count - 1))
+    mean = torch.where(single, torch.zeros_like(mean), mean)  # §1.5: |S_g| == 1 → mu = 0
+    std = torch.where(single, torch.ones_like(std), std)  # §1.5: |S_g| == 1 → sd = 1
+    centred = scores - mean[score_group]  # §1.5: s_i − mu_g
+    if not norm_by_std:
+        return centred
+    return centred / (std[score_group] + eps)  # §1.5: A_i = (s_i − mu_g) / (sd_g + 1e-6)
+
+
+def grpo_advantages(scores: Tensor, group_ids: Tensor, eps: float = 1e-6, norm_by_std: bool = True) -> Tensor:
+    """Reference GRPO advantage with cross-step statistics (SERL_REFERENCE §1.5).
+
+    For each group ``g`` (equal ``group_ids``): ``mu_g, sd_g`` = mean and unbiased (N−1) std of the scores of
+    **all step samples** of the group (``mu=0, sd=1`` if the group has one sample);
+    ``A_i = (s_i − mu_g) / (sd_g + eps)``, or ``s_i − mu_g`` when ``norm_by_std`` is False.
+
+    Args:
+        scores: ``[N]`` per-step scores (:func:`step_scores`).
+        group_ids: ``[N]`` long, any integer labels (need not be contiguous).
+        eps: ``>= 0`` added to the std (reference 1e-6).
+        norm_by_std: divide by ``sd + eps`` (reference ``norm_adv_by_std_in_grpo=True``).
+
+    Returns:
+        ``[N]`` advantages, dtype of ``scores`` (if floating).
+    """
+    _check_1d("scores", scores)
+    _check_ids("group_ids", group_ids, scores.shape[0])
+    _check_eps(eps)
+    out_dtype = _float_dtype(scores)
+    if scores.numel() == 0:
+        return scores.to(out_dtype).clone()
+    _, group = torch.unique(group_ids.cpu(), return_inverse=True)
+    s64 = scores.detach().cpu().to(torch.float64)
+    adv = _group_normalise(s64, group, s64, group, eps, norm_by_std)
+    return adv.to(device=scores.device, dtype=out_dtype)
+
+
+def trajectory_grpo_advantages(
+    scores: Tensor, group_ids: Tensor, traj_ids: Tensor, eps: float = 1e-6, norm_by_std: bool = True
+) -> Tensor:
+    """GRPO advantage with trajectory-level statistics (option, SERL_REFERENCE §10.1, DESIGN §4).
+
+    A trajectory is identified by the pair ``(group_id, traj_id)`` (so ``traj_ids`` may restart at 0 in
+    every group). Its value is the mean score of its steps. For each group ``g``: ``mu_g, sd_g`` = mean and
+    unbiased std of the **trajectory values** of the group (``mu=0, sd=1`` if the group has one trajectory);
+    every step keeps its own score: ``A_i = (s_i − mu_g) / (sd_g + eps)`` (``s_i − mu_g`` without std).
+
+    Args:
+        scores: ``[N]`` per-step scores.
+        group_ids: ``[N]`` long GRPO group labels.
+        traj_ids: ``[N]`` long trajectory labels (unique within a group).
+        eps: ``>= 0`` added to the std.
+        norm_by_std: divide by ``sd + eps``.
+
+    Returns:
+        ``[N]`` advantages, dtype of ``scores`` (if floating).
+    """
+    _check_1d("scores", scores)
+    _check_ids("group_ids", group_ids, scores.shape[0])
+    _check_ids("traj_ids", traj_ids, scores.shape[0])
+    _check_eps(eps)
+    out_dtype = _float_dtype(scores)
+    if scores.numel() == 0:
+        return scores.to(out_dtype).clone()
+    _, group = torch.unique(group_ids.cpu(), return_inverse=True)
+    pairs = torch.stack([group, traj_ids.cpu().to(torch.long)], dim=1)
+    uniq_pairs, traj = torch.unique(pairs, dim=0, return_inverse=True)  # one row per trajectory
+    s64 = scores.detach().cpu().to(torch.float64)
+    n_traj = uniq_pairs.shape[0]
+    steps_per_traj = torch.zeros(n_traj, dtype=torch.float64).index_add_(0, traj, torch.ones_like(s64))
+    # §10.1 option: one value per trajectory = its mean step score
+    traj_value = torch.zeros(n_traj, dtype=torch.float64).index_add_(0, traj, s64) / steps_per_traj
+    traj_group = uniq_pairs[:, 0]
+    adv = _group_normalise(traj_value, traj_group, s64, group, eps, norm_by_std)
+    return adv.to(device=scores.device, dtype=out_dtype)

@@ -1,0 +1,169 @@
+"""PPO-clip policy loss with dual clip and entropy bonus, token-mean aggregation. Pure torch.
+
+SERL_REFERENCE §1.6 (``CA :: compute_policy_loss``, ``CA :: agg_loss`` with ``token-mean``)::
+
+    r  = exp(ℓ − ℓ_old)
+    L  = max(−A·r, −A·clip(r, 1 − ε_low, 1 + ε_high))
+    L  = min(L, −A·c)            where A < 0          (dual clip, c = 3)
+    pg_loss = token-mean of L over response tokens
+    loss    = pg_loss − entropy_coef · token-mean(entropy)     (entropy_coef = 0.001)
+
+There is no KL term (the reference trains without one). ``A`` is the (possibly SERL-reweighted) advantage
+``Ã`` of §5.2; it is treated as a constant (detached).
+
+Deviations from the reference
+-----------------------------
+* :func:`masked_mean` returns 0 (not NaN) for an empty mask and ignores the values under the mask
+  entirely; :func:`ppo_clip_loss` likewise neutralises padding positions before the ratio, so padding may
+  hold inf/NaN log-probs or advantages without poisoning the loss, the stats or the gradient.
+* :func:`token_entropy` computes in float32 when given half-precision logits and treats ``-inf`` logits
+  (masked vocabulary entries) as zero-probability terms instead of producing NaN.
+* The log-ratio ``ℓ − ℓ_old`` is clamped to ``[−20, 20]`` before ``exp`` (a numerical guard that veRL
+  also applies; §1.6 does not list it). It only matters for ratios beyond ``e^±20``, where the PPO clip
+  already removes the gradient for the unfavourable side.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["masked_mean", "token_entropy", "ppo_clip_loss", "LOG_RATIO_CLAMP"]
+
+LOG_RATIO_CLAMP = 20.0
+
+
+def _check_same_shape(name: str, x: Tensor, shape: torch.Size, like: str) -> None:
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.shape != shape:
+        raise ValueError(f"{name} must have the shape of {like} {tuple(shape)}, got {tuple(x.shape)}")
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``x`` over the positions where ``mask`` is set (token mean); 0 when the mask is empty.
+
+    Args:
+        x: any shape, floating.
+        mask: same shape as ``x``; bool, or numeric weights (0 = excluded).
+
+    Returns:
+        scalar tensor (dtype of ``x``), differentiable w.r.t. ``x``.
+    """
+    if not isinstance(x, Tensor):
+        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    _check_same_shape("mask", mask, x.shape, "x")
+    keep = mask.bool() if mask.dtype != torch.bool else mask
+    weights = mask.to(x.dtype)
+    numerator = torch.where(keep, x * weights, torch.zeros_like(x)).sum()
+    denominator = torch.where(keep, weights, torch.zeros_like(weights)).sum()
+    safe = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
+    return numerator / safe  # empty mask: 0 / 1 = 0
+
+
+def token_entropy(logits: Tensor) -> Tensor:
+    """Entropy of ``softmax(logits)`` over the last axis.
+
+    Args:
+        logits: ``[N, T, V]`` (any leading shape ``[..., V]`` works).
+
+    Returns:
+        ``[N, T]`` entropies ``H = −Σ_v p_v log p_v`` (float32 for half-precision input, else the input
+        dtype), differentiable.
+    """
+    if not isinstance(logits, Tensor) or logits.dim() < 1 or logits.shape[-1] == 0:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"logits must be a tensor [N, T, V] with V >= 1, got {shape}")
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    logp = torch.log_softmax(logits, dim=-1)
+    p = logp.exp()
+    finite_logp = torch.where(p > 0, logp, torch.zeros_like(logp))  # 0·log 0 := 0
+    return -(p * finite_logp).sum(dim=-1)
+
+
+def ppo_clip_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    response_mask: Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    clip_c: float = 3.0,
+    entropy: Tensor | None = None,
+    entropy_coef: float = 0.001,
+) -> tuple[Tensor, dict[str, float]]:
+    """Dual-clip PPO loss, token-mean over response tokens (SERL_REFERENCE §1.6).
+
+    Args:
+        logprobs: ``[N, T]`` current-policy log-probs of the sampled tokens (carries the gradient).
+        old_logprobs: ``[N, T]`` behaviour log-probs (detached).
+        advantages: ``[N, T]`` per-token advantages (detached).
+        response_mask: ``[N, T]`` bool (or 0/1) valid response tokens.
+        clip_low: ε_low ∈ [0, 1] (ratio lower bound ``1 − ε_low``).
+        clip_high: ε_high ≥ 0 (ratio upper bound ``1 + ε_high``).
+        clip_c: dual-clip constant c > 1 (reference 3).
+        entropy: optional ``[N, T]`` token entropies (:func:`token_entropy`); adds the entropy bonus.
+        entropy_coef: ≥ 0, weight of the entropy bonus (reference 0.001).
+
+    Returns:
+        ``(loss, stats)``: scalar loss; ``stats`` keys ``pg_loss``, ``pg_clipfrac`` (share of response tokens
+        where the clipped surrogate is the larger one), ``pg_clipfrac_lower`` (dual clip active),
+        ``ppo_kl`` (token-mean of ``ℓ_old − ℓ``, clamped to ±20 per token), ``entropy`` (token-mean; 0.0 when
+        ``entropy`` is None).
+    """
+    if not isinstance(logprobs, Tensor) or logprobs.dim() != 2:
+        shape = tuple(logprobs.shape) if isinstance(logprobs, Tensor) else type(logprobs).__name__
+        raise ValueError(f"logprobs must be a 2-D tensor [N, T], got {shape}")
+    shape = logprobs.shape
+    _check_same_shape("old_logprobs", old_logprobs, shape, "logprobs")
+    _check_same_shape("advantages", advantages, shape, "logprobs")
+    _check_same_shape("response_mask", response_mask, shape, "logprobs")
+    if entropy is not None:
+        _check_same_shape("entropy", entropy, shape, "logprobs")
+    if not (isinstance(clip_low, (int, float)) and 0.0 <= clip_low <= 1.0):
+        raise ValueError(f"clip_low must be a float in [0, 1], got {clip_low!r}")
+    if not (isinstance(clip_high, (int, float)) and math.isfinite(clip_high) and clip_high >= 0.0):
+        raise ValueError(f"clip_high must be a finite float >= 0, got {clip_high!r}")
+    if not (isinstance(clip_c, (int, float)) and math.isfinite(clip_c) and clip_c > 1.0):
+        raise ValueError(f"clip_c must be a finite float > 1, got {clip_c!r}")
+    if not (isinstance(entropy_coef, (int, float)) and math.isfinite(entropy_coef) and entropy_coef >= 0.0):
+        raise ValueError(f"entropy_coef must be a finite float >= 0, got {entropy_coef!r}")
+
+    mask = response_mask.bool()
+    # padding may hold anything (inf/NaN): neutralise it so neither the loss nor the gradient sees it
+    adv = torch.where(mask, advantages.detach().to(logprobs.dtype), 0.0)
+    old = old_logprobs.detach().to(logprobs.dtype)
+    log_ratio = torch.where(mask, logprobs - old, 0.0)
+    log_ratio = torch.clamp(log_ratio, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # numerical guard (docstring)
+    ratio = torch.exp(log_ratio)  # §1.6: r = exp(log_prob − old_log_prob)
+    loss_unclipped = -adv * ratio  # §1.6: L1 = −Ã r
+    # §1.6: L2 = −Ã clip(r, 1−0.2, 1+0.2)
+    loss_clipped = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    loss_ppo = torch.maximum(loss_unclipped, loss_clipped)  # §1.6: L = max(L1, L2)
+    loss_dual = -adv * clip_c  # §1.6: −Ã·3
+    negative = adv < 0
+    # §1.6: if Ã < 0: L = min(L, −Ã·3)
+    token_loss = torch.where(negative, torch.minimum(loss_ppo, loss_dual), loss_ppo)
+    pg_loss = masked_mean(token_loss, mask)  # §1.6: token-mean over response tokens
+
+    loss = pg_loss
+    entropy_mean = None
+    if entropy is not None:
+        entropy_mean = masked_mean(entropy.to(logprobs.dtype), mask)
+        loss = pg_loss - entropy_coef * entropy_mean  # §1.6: loss = pg_loss − 0.001·token-mean(entropy)
+
+    with torch.no_grad():
+        clipfrac = masked_mean((loss_clipped > loss_unclipped).to(logprobs.dtype), mask)
+        clipfrac_lower = masked_mean((negative & (loss_ppo > loss_dual)).to(logprobs.dtype), mask)
+        ppo_kl = masked_mean(-log_ratio, mask)  # old − new (clamped to ±20 like the ratio)
+    stats = {
+        "pg_loss": float(pg_loss.detach().item()),
+        "pg_clipfrac": float(clipfrac.item()),
+        "pg_clipfrac_lower": float(clipfrac_lower.item()),
+        "ppo_kl": float(ppo_kl.item()),
+        "entropy": float(entropy_mean.detach().item()) if entropy_mean is not None else 0.0,
+    }
+    return loss, stats
