@@ -1,0 +1,217 @@
+"""A tiny random causal LM with a locally trained tokenizer, for tests and smoke runs (DESIGN.md §5).
+
+The model is a 2-layer Qwen2 (or Llama) with hidden size 64; the tokenizer is a byte-level BPE trained by
+the ``tokenizers`` library on a small built-in ALFWorld-like corpus (vocab ~1000), wrapped as a
+``PreTrainedTokenizerFast`` with ChatML special tokens and a ChatML chat template, so that the student's
+single user message (SERL_REFERENCE §1.3) and the ``<think>…</think><action>…</action>`` format (§6.1)
+tokenise the same way they do for a real instruct model. Nothing is fetched from the network.
+
+Building takes about a second and is deterministic for a seed; a folder that already holds a complete
+model is returned as is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+# Special tokens, ids 0..2 (the SmolLM2 layout): pad, bos/turn start, eos/turn end.
+PAD_TOKEN = "<|endoftext|>"
+BOS_TOKEN = "<|im_start|>"
+EOS_TOKEN = "<|im_end|>"
+SPECIAL_TOKENS = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN]
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+VOCAB_SIZE = 1000
+_ARCHS = ("qwen2", "llama")
+# Files whose presence marks a complete model folder (the folder is written atomically, so any folder
+# that exists under the final name is complete; the check guards against foreign folders).
+_REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+_MARKER = "serl_tiny.json"
+
+_OBJECTS = [
+    "apple", "mug", "cup", "bowl", "plate", "pan", "pot", "knife", "fork", "spoon", "egg", "potato",
+    "tomato", "lettuce", "bread", "book", "pencil", "pen", "cellphone", "keychain", "creditcard",
+    "alarmclock", "desklamp", "floorlamp", "pillow", "cloth", "soapbar", "towel", "vase", "statue",
+]
+_RECEPTACLES = [
+    "countertop", "cabinet", "drawer", "fridge", "microwave", "sinkbasin", "stoveburner", "shelf",
+    "desk", "bed", "sidetable", "diningtable", "garbagecan", "coffeemachine", "toilet", "bathtubbasin",
+    "dresser", "sofa", "armchair", "safe",
+]
+
+
+def _corpus() -> list[str]:
+    """Deterministic ALFWorld-like training text for the BPE (no randomness involved)."""
+    lines = [
+        "You are an expert agent operating in the ALFRED Embodied Environment.",
+        "-= Welcome to TextWorld, ALFRED! =-",
+        "You are in the middle of a room. Looking quickly around you, you see a cabinet 1, a countertop 1, "
+        "a drawer 2, a fridge 1, a microwave 1, a sinkbasin 1, and a stoveburner 3.",
+        "Your task is to: put a clean mug in coffeemachine.",
+        "Your admissible actions of the current situation are: ['go to countertop 1'\n 'inventory'\n 'look']",
+        "Prior to this step, you have already taken 3 step(s). Below are the most recent 2 observations "
+        "and the corresponding actions you took:",
+        "[Observation 1: 'You arrive at countertop 1.', Action 1: 'take apple 1 from countertop 1']",
+        "You are now at step 4 and your current observation is: Nothing happens.",
+        "Now it's your turn to take an action. You should first reason step-by-step about the current "
+        "situation. This reasoning process MUST be enclosed within <think> </think> tags. Once you've "
+        "finished your reasoning, you should choose an admissible action for current step and present it "
+        "within <action> </action> tags.",
+        "<think>I need to find the mug first. It may be in the cabinet.</think><action>go to cabinet 1</action>",
+        "<think>The task is done.</think><action>look</action>",
+        "You won! The quick brown fox jumps over the lazy dog. 0 1 2 3 4 5 6 7 8 9 , . ! ? ' \" : ; ( ) [ ]",
+    ]
+    for i, obj in enumerate(_OBJECTS):
+        recep = _RECEPTACLES[i % len(_RECEPTACLES)]
+        other = _RECEPTACLES[(3 * i + 1) % len(_RECEPTACLES)]
+        n = i % 3 + 1
+        lines += [
+            f"go to {recep} {n}",
+            f"You arrive at {recep} {n}. On the {recep} {n}, you see a {obj} {n}, and a {obj} {n + 1}.",
+            f"take {obj} {n} from {recep} {n}",
+            f"You pick up the {obj} {n} from the {recep} {n}.",
+            f"move {obj} {n} to {other} {n}",
+            f"You move the {obj} {n} to the {other} {n}.",
+            f"open {recep} {n}",
+            f"You open the {recep} {n}. The {recep} {n} is open. In it, you see a {obj} {n}.",
+            f"close {recep} {n}",
+            f"heat {obj} {n} with microwave 1",
+            f"cool {obj} {n} with fridge 1",
+            f"clean {obj} {n} with sinkbasin 1",
+            f"use desklamp {n}",
+            f"examine {obj} {n}",
+            f"Your task is to: put some {obj} on {other}.",
+            f"<think>I see a {obj} {n} on the {recep} {n}. I should take it.</think>"
+            f"<action>take {obj} {n} from {recep} {n}</action>",
+        ]
+    for recep in _RECEPTACLES:
+        lines += [f"go to {recep} {n}" for n in range(1, 10)]
+        lines.append(f"The {recep} 1 is closed. You close the {recep} 2. Nothing happens.")
+    for obj in _OBJECTS:
+        lines.append(f"put a hot {obj} in the fridge; find a cool {obj}; look at {obj} under the desklamp.")
+    return lines
+
+
+# The Qwen2 pre-tokenisation regex. transformers >= 5 loads any ``model_type == "qwen2"`` folder through
+# ``Qwen2Tokenizer``, which rebuilds normaliser / pre-tokeniser / decoder from code and keeps only vocab and
+# merges; the tiny tokenizer uses exactly that pipeline so AutoTokenizer and the saved tokenizer.json agree.
+_PRETOKENIZE_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+
+
+def _train_tokenizer():
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus() * 4, trainer=trainer)
+    return tok
+
+
+def _build_tokenizer():
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=_train_tokenizer(),
+        bos_token=BOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        unk_token=None,
+        padding_side="left",
+        clean_up_tokenization_spaces=False,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def _build_model(tokenizer, seed: int, arch: str):
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config = Qwen2Config(**common) if arch == "qwen2" else LlamaConfig(**common)
+    devices = []  # fork_rng without CUDA devices: only the CPU generator is forked
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def is_complete(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds a complete tiny model written by :func:`build_tiny_model`."""
+    out_dir = Path(out_dir)
+    return all((out_dir / f).is_file() for f in (*_REQUIRED_FILES, _MARKER))
+
+
+def build_tiny_model(out_dir: Path, seed: int = 0, arch: str = "qwen2") -> Path:
+    """Build (or reuse) a tiny random causal LM + tokenizer in ``out_dir`` and return ``out_dir``.
+
+    ``arch`` is ``"qwen2"`` or ``"llama"``. The folder is written to a temporary sibling and renamed into
+    place, so a concurrent reader never sees a half-written model. If ``out_dir`` already holds a complete
+    model it is returned unchanged (whatever seed built it: use one folder per seed).
+    """
+    if arch not in _ARCHS:
+        raise ValueError(f"arch must be one of {_ARCHS}, got {arch!r}")
+    out_dir = Path(out_dir)
+    if is_complete(out_dir):
+        return out_dir
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} exists, is not empty and does not hold a complete tiny model")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+
+    tokenizer = _build_tokenizer()
+    model = _build_model(tokenizer, seed, arch)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / _MARKER).write_text(json.dumps({"seed": seed, "arch": arch, "vocab_size": len(tokenizer)}))
+        if out_dir.exists():  # an empty folder (e.g. created by the caller)
+            out_dir.rmdir()
+        try:
+            os.rename(tmp, out_dir)
+        except OSError:
+            if not is_complete(out_dir):  # lost a race against another builder only if theirs is complete
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

@@ -1,0 +1,6 @@
+"""Rollout: the multi-turn agent–environment loop and its generation backends (SERL_REFERENCE §1.3)."""
+
+from serl.rollout.base import Generation, Generator, RolloutWorker
+from serl.rollout.hf import HFGenerator
+
+__all__ = ["Generation", "Generator", "HFGenerator", "RolloutWorker"]

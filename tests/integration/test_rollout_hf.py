@@ -1,0 +1,193 @@
+"""RolloutWorker + HFGenerator on the tiny model (SERL_REFERENCE §1.3).
+
+A scripted toy suite checks the loop's bookkeeping exactly (no ghost steps, history, next_prompt, stats);
+the real ALFWorld suite (generated games, real TextWorld engine) checks the records end to end.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import gymnasium as gym
+import pytest
+
+from serl.policy.models import chat_prompt_ids
+from serl.rollout.base import Generation, RolloutWorker
+from serl.rollout.hf import HFGenerator
+
+
+class _CountdownEnv(gym.Env):
+    """Text env: the game id 'g<k>' ends (won) after k steps, whatever the actions are."""
+
+    def __init__(self):
+        self.k = self.t = 0
+        self.closed = False
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.k, self.t = int(options["game"][1:]), 0
+        return "obs 0", self._info(False)
+
+    def _info(self, won):
+        return {
+            "admissible_commands": [f"go to desk {self.t + 1}", "look"],
+            "won": won,
+            "task": f"count to {self.k}",
+            "task_type": "count",
+            "game": f"g{self.k}",
+        }
+
+    def step(self, action):
+        self.t += 1
+        won = self.t >= self.k
+        return f"obs {self.t} after {action}", 10.0 * won, won, False, self._info(won)
+
+    def close(self):
+        self.closed = True
+
+
+class _ToySuite:
+    name = "toy"
+    history_length = 2
+
+    def __init__(self, max_turns: int):
+        self.max_turns = max_turns
+        self.envs: list[_CountdownEnv] = []
+
+    def make_env(self):
+        self.envs.append(_CountdownEnv())
+        return self.envs[-1]
+
+    def render_prompt(self, task, history: Sequence[tuple[str, str]], step_id, observation, admissible):
+        hist = " | ".join(f"[{o} -> {a}]" for o, a in history)
+        return f"Task: {task}. Step {step_id}. History: {hist}. Now: {observation}. Options: {list(admissible)}"
+
+    def project_action(self, response: str):
+        return response.lower()[-30:], False
+
+    def train_games(self, n, seed):
+        return [f"g{i + 1}" for i in range(n)]
+
+    eval_games = train_games
+
+    def success_metrics(self, trajectories):
+        return {"success_rate": sum(t.won for t in trajectories) / max(1, len(trajectories))}
+
+
+class _RecordingGenerator:
+    """Wraps a generator and records the batch sizes it is called with."""
+
+    def __init__(self, inner):
+        self.inner, self.batches = inner, []
+
+    def generate(self, prompts, max_new_tokens, temperature, top_p, seed):
+        self.batches.append(len(prompts))
+        return self.inner.generate(prompts, max_new_tokens, temperature, top_p, seed)
+
+    def sync_weights(self, model):
+        self.inner.sync_weights(model)
+
+
+def test_rollout_bookkeeping_on_toy_suite(tiny_policy):
+    model, tok = tiny_policy
+    suite = _ToySuite(max_turns=3)
+    gen = _RecordingGenerator(HFGenerator(model, tok))
+    worker = RolloutWorker(gen, tok, suite, max_new_tokens=6, temperature=1.0)
+    seen = []
+    trajs = worker.collect(["g1", "g5"], group_size=2, seed=0, progress=lambda d, n: seen.append((d, n)))
+    assert [(t.group_id, t.traj_id, t.game) for t in trajs] == [(0, 0, "g1"), (0, 1, "g1"), (1, 0, "g5"), (1, 1, "g5")]
+    # game g1 ends after 1 step (no ghost steps afterwards); g5 is cut at max_turns=3
+    assert [t.length for t in trajs] == [1, 1, 3, 3]
+    assert [t.won for t in trajs] == [True, True, False, False]
+    assert trajs[0].steps[0].done and trajs[0].steps[0].reward == 10.0 and trajs[0].episode_reward == 10.0
+    assert gen.batches == [4, 2, 2]  # one batched call per turn over the active episodes
+    assert seen[-1] == (4, 4)
+    assert all(env.closed for env in suite.envs) and len(suite.envs) == 4
+    t = trajs[2]
+    for k, s in enumerate(t.steps):
+        assert s.step_id == k
+        assert s.prompt_ids == chat_prompt_ids(tok, s.prompt)
+        assert s.observation == (f"obs {k} after {t.steps[k - 1].action}" if k else "obs 0")
+        assert s.feedback == f"obs {k + 1} after {s.action}"
+        assert s.admissible == (f"go to desk {k + 1}", "look")
+        assert len(s.response_ids) == len(s.response_logprobs) >= 1
+        assert s.action == s.response_text.lower()[-30:] and s.valid is False
+        assert not s.done and s.reward == 0.0
+    assert t.steps[1].prompt == t.steps[0].next_prompt and t.steps[2].prompt == t.steps[1].next_prompt
+    # history window H=2: step 2 shows the (observation, action) pairs of steps 0 and 1
+    assert f"[obs 0 -> {t.steps[0].action}]" in t.steps[2].prompt
+    assert f"[obs 1 after {t.steps[0].action} -> {t.steps[1].action}]" in t.steps[2].prompt
+    # next_prompt of the last step: step 3, history = steps 1 and 2 only (window H=2)
+    assert "Step 3." in t.steps[2].next_prompt and "[obs 0 ->" not in t.steps[2].next_prompt
+    stats = worker.last_stats
+    assert stats["tokens_generated"] == sum(len(s.response_ids) for tr in trajs for s in tr.steps)
+    assert stats["generate_s"] > 0 and stats["env_s"] >= 0
+
+
+def test_rollout_same_seed_same_trajectories(tiny_policy):
+    model, tok = tiny_policy
+    worker = RolloutWorker(HFGenerator(model, tok), tok, _ToySuite(max_turns=2), max_new_tokens=5)
+    a = worker.collect(["g3"], group_size=2, seed=11)
+    b = worker.collect(["g3"], group_size=2, seed=11)
+    assert [[s.response_ids for s in t.steps] for t in a] == [[s.response_ids for s in t.steps] for t in b]
+
+
+def test_rollout_refuses_long_prompts(tiny_policy):
+    model, tok = tiny_policy
+    suite = _ToySuite(max_turns=2)
+    worker = RolloutWorker(HFGenerator(model, tok), tok, suite, max_new_tokens=4, max_prompt_tokens=10)
+    with pytest.raises(ValueError, match="max_prompt_tokens=10"):
+        worker.collect(["g2"], group_size=1, seed=0)
+
+
+def test_generation_record():
+    g = Generation(ids=[1, 2], logprobs=[-0.5, -0.1], text="ab", finish_reason="length")
+    assert len(g.ids) == len(g.logprobs)
+
+
+# -- the real ALFWorld suite ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def alfworld_suite():
+    """The real ALFWorld suite on one generated training game.
+
+    Data root and game cache come from the test session (tests/conftest.py: ``ALFWORLD_DATA`` is an empty
+    folder, so games are generated offline under ``$SERL_CACHE``, and reused by later runs).
+    """
+    from serl.envs.alfworld.suite import AlfworldSuite
+
+    suite = AlfworldSuite(max_turns=3, train_pool=1, eval_pool=1, seed=0)
+    assert suite.source == "generated"
+    return suite
+
+
+def test_rollout_on_real_alfworld(tiny_policy, alfworld_suite):
+    model, tok = tiny_policy
+    suite = alfworld_suite
+    games = suite.train_games(1, seed=0)
+    worker = RolloutWorker(HFGenerator(model, tok), tok, suite, max_new_tokens=24, max_prompt_tokens=8192)
+    trajs = worker.collect(games, group_size=2, seed=0)
+    assert [(t.group_id, t.traj_id) for t in trajs] == [(0, 0), (0, 1)]
+    for t in trajs:
+        assert t.game and t.task and t.task_type
+        assert 1 <= t.length <= 3
+        for k, s in enumerate(t.steps):
+            assert s.step_id == k
+            assert len(s.prompt_ids) > 0 and s.prompt_ids == chat_prompt_ids(tok, s.prompt)
+            assert 1 <= len(s.response_ids) <= 24 and len(s.response_logprobs) == len(s.response_ids)
+            assert all(math.isfinite(x) and x <= 0 for x in s.response_logprobs)
+            assert s.response_text == tok.decode(s.response_ids, skip_special_tokens=True)
+            assert (s.action, s.valid) == suite.project_action(s.response_text)
+            assert s.admissible and s.observation and s.feedback
+            assert t.task in s.prompt
+            if k < t.length - 1:
+                assert not s.done  # only the last step of an episode can end it
+            if k > 0:
+                prev = t.steps[k - 1]
+                assert s.prompt == prev.next_prompt  # next_prompt of step t is the prompt of step t+1
+                assert s.observation == prev.feedback
+                assert prev.action in s.prompt  # the history shows the previous action
+        assert t.won == any(s.reward > 0 for s in t.steps)
+    assert worker.last_stats["tokens_generated"] == sum(len(s.response_ids) for t in trajs for s in t.steps)
