@@ -37,15 +37,15 @@ def print_summary(summary: dict, trackers: dict[str, str], plot: Path | None) ->
         ("steps completed", f"{summary['steps_completed']}"),
         ("wall time", f"{summary['wall_time_s']:.1f} s"),
     ]
-    for key in sorted(summary):
-        if key.startswith("last/episode/") and "success_rate" in key:
-            rows.append((key.removeprefix("last/"), f"{summary[key]:.3f}"))
+    for key in sorted(summary):  # success rates averaged over the run's steps (one step is a handful of games)
+        if key.startswith("mean/episode/") and "success_rate" in key:
+            rows.append((key.removeprefix("mean/episode/") + " (run mean)", f"{summary[key]:.3f}"))
     for key, label in (
-        ("last/episode/valid_action_ratio", "valid-action ratio"),
-        ("last/episode/reward/mean", "episode reward (mean)"),
-        ("last/actor/loss", "loss"),
-        ("last/serl/lambda", "λ"),
-        ("last/serl_action_mask/weight_mean", "teacher weight mean"),
+        ("last/episode/valid_action_ratio", "valid-action ratio (last step)"),
+        ("last/episode/reward/mean", "episode reward (last step mean)"),
+        ("last/actor/loss", "loss (last step)"),
+        ("last/serl/lambda", "λ (last step)"),
+        ("last/serl_action_mask/weight_mean", "teacher weight mean (last step)"),
         ("last/rollout/tokens_per_s", "rollout tokens/s"),
         ("total/time/rollout_s", "rollout time (s)"),
         ("total/time/teacher_s", "teacher time (s)"),

@@ -142,6 +142,11 @@ class TeacherScorer:
             responses.append(list(resp))
         if not rows:
             return out, has
+        # Longest first, so each micro-batch holds similar lengths and carries little padding.
+        order = sorted(range(len(rows)), key=lambda j: -(len(prompts[j]) + len(responses[j])))
+        rows = [rows[j] for j in order]
+        prompts = [prompts[j] for j in order]
+        responses = [responses[j] for j in order]
         device = next(self.model.parameters()).device
         input_ids, attention_mask, _ = pad_prompt_response(prompts, responses, self.tokenizer.pad_token_id)
         t_len = input_ids.shape[1] - max(len(p) for p in prompts)

@@ -209,9 +209,12 @@ class Trainer:
         t0 = time.time()
         games = self.suite.train_games(self.s.n_tasks, seed=self.s.seed * 1_000_003 + u)
 
-        def progress(turn: int, active: int) -> None:
+        turns = [0]
+
+        def progress(finished: int, total: int) -> None:  # called by the worker after every turn
+            turns[0] += 1
             if bar is not None:
-                bar.set_postfix_str(f"step {u + 1}: rollout turn {turn}, {active} episodes active")
+                bar.set_postfix_str(f"step {u + 1}: rollout turn {turns[0]}, {finished}/{total} episodes finished")
 
         trajectories = self.worker.collect(games, self.s.group_size, seed=self.s.seed * 1_000_003 + u, progress=progress)
         steps = [s for t in trajectories for s in t.steps]

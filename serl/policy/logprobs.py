@@ -117,6 +117,13 @@ def response_logprobs(
         for start in range(0, N, micro_batch_size):
             ids = input_ids[start : start + micro_batch_size].to(device)
             mask = attention_mask[start : start + micro_batch_size].to(device)
+            # Drop the columns that are padding in every row of this micro-batch (left prompt padding,
+            # right response padding): the batch is padded to its global maxima, a micro-batch rarely is.
+            real_cols = mask.any(dim=0).nonzero().flatten()
+            first, last = int(real_cols[0]), int(real_cols[-1]) + 1
+            first = min(first, L - T - 1)  # keep at least one prompt column to predict the first response token
+            t_eff = T - (L - last)
+            ids, mask = ids[:, first:last], mask[:, first:last]
             kwargs = dict(
                 input_ids=ids,
                 attention_mask=mask,
@@ -124,15 +131,16 @@ def response_logprobs(
                 use_cache=False,
             )
             if keep:
-                kwargs["logits_to_keep"] = T + 1
+                kwargs["logits_to_keep"] = t_eff + 1
             logits = model(**kwargs).logits
-            # positions L-T-1 .. L-2 predict the response tokens at L-T .. L-1
-            logits = logits[:, -(T + 1) : -1, :]
-            lp, ent = _token_logprobs(logits, ids[:, -T:], temperature, with_entropy)
-            real = mask[:, -T:].bool()
-            out_lp.append(torch.where(real, lp, torch.zeros_like(lp)))
+            # positions -(t+1) .. -2 predict the response tokens at -t .. -1
+            logits = logits[:, -(t_eff + 1) : -1, :]
+            lp, ent = _token_logprobs(logits, ids[:, -t_eff:], temperature, with_entropy)
+            real = mask[:, -t_eff:].bool()
+            pad = (0, T - t_eff)  # restore the trimmed right padding as zeros
+            out_lp.append(torch.nn.functional.pad(torch.where(real, lp, torch.zeros_like(lp)), pad))
             if with_entropy:
-                out_ent.append(torch.where(real, ent, torch.zeros_like(ent)))
+                out_ent.append(torch.nn.functional.pad(torch.where(real, ent, torch.zeros_like(ent)), pad))
             del logits
     logprobs = torch.cat(out_lp, dim=0)
     if with_entropy:
