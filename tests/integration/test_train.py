@@ -132,3 +132,43 @@ def test_plain_grpo_variants_never_run_the_teacher(tmp_path, override):
     assert scored == []
     assert trainer.history[0]["serl/lambda"] == 0.0
     assert "serl/context_available_fraction" not in trainer.history[0]
+
+
+def test_lora_option_trains_only_the_adapter(tmp_path):
+    trainer = _trainer(
+        tmp_path, "lora", "steps=1", "model.lora={r: 4, lora_alpha: 8, lora_dropout: 0.0, target_modules: [q_proj, v_proj]}"
+    )
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train()
+    trainer.tracker.close()
+    after = trainer.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all("lora_" in k for k in changed), sorted(changed)[:5]
+
+
+def _documented_metric_patterns() -> list:
+    """Regexes for the metric names in README's 'Logged metrics' table (`{a,b}` and `<name>` expanded)."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    table = text.split("## Logged metrics", 1)[1].split("\n## ", 1)[0]
+    patterns = []
+    for line in table.splitlines():
+        if not line.startswith("| `"):
+            continue
+        first_cell = line.split("|")[1]
+        for name in re.findall(r"`([^`]+)`", first_cell):
+            rx = re.escape(name)
+            rx = re.sub(r"\\\{([^}]*)\\\}", lambda m: "(" + m.group(1).replace(",", "|").replace("\\ ", "") + ")", rx)
+            rx = re.sub(r"<[^>]+>", "[^/]+", rx)
+            patterns.append(re.compile(rx + "$"))
+    return patterns
+
+
+def test_every_logged_metric_is_documented_in_readme(tmp_path):
+    trainer = _trainer(tmp_path, "doc", "steps=1", "insertion=anchor")
+    trainer.train()
+    trainer.tracker.close()
+    patterns = _documented_metric_patterns()
+    undocumented = [n for n in trainer.history[0] if not any(p.match(n) for p in patterns)]
+    assert not undocumented, undocumented
