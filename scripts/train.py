@@ -57,13 +57,19 @@ def print_summary(summary: dict, trackers: dict[str, str], plot: Path | None) ->
         table.add_row(k, v)
     console.print(table)
     run_dir = Path(summary["run_dir"])
-    console.print(f"[bold]outputs[/bold]: {run_dir}")
-    console.print(f"  metrics: {run_dir / 'metrics.jsonl'}   summary: {run_dir / 'summary.json'}")
-    console.print(f"  checkpoint: {run_dir / 'checkpoints' / 'last.pt'}   config: {run_dir / 'config.yaml'}")
+    lines = [
+        f"outputs:    {run_dir}",
+        f"  metrics:    {run_dir / 'metrics.jsonl'}",
+        f"  summary:    {run_dir / 'summary.json'}",
+        f"  config:     {run_dir / 'config.yaml'}",
+        f"  checkpoint: {run_dir / 'checkpoints' / 'last.pt'}",
+    ]
     if plot is not None:
-        console.print(f"  curves: {plot}")
+        lines.append(f"  curves:     {plot}")
     if "WandbTracker" in trackers:
-        console.print(f"  W&B run: {trackers['WandbTracker']}  (offline: upload later with `wandb sync <that folder>`)")
+        lines.append(f"  W&B run:    {trackers['WandbTracker']}")
+        lines.append("              (offline runs upload later with `wandb sync <that folder>`)")
+    print("\n".join(lines))
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")

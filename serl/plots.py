@@ -28,15 +28,24 @@ def plot_training_curves(metrics_path: str | Path, out_path: str | Path) -> Path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(2, 3, figsize=(12, 6), constrained_layout=True)
     for ax, (key, title) in zip(axes.flat, PANELS):
-        pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+        # teacher-weight statistics mean nothing on steps where no action token was selected
+        pts = [
+            (r["step"], r[key])
+            for r in rows
+            if isinstance(r.get(key), (int, float))
+            and not (key.startswith("serl_action_mask/weight") and r.get("serl_action_mask/empty_target", 0) >= 1)
+        ]
         if pts:
             xs, ys = zip(*pts)
             ax.plot(xs, ys, marker="o")
         else:
-            ax.text(0.5, 0.5, "not logged in this run", ha="center", va="center", transform=ax.transAxes)
+            note = "no action tokens selected" if key.startswith("serl_action_mask/weight") else "not logged"
+            ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
