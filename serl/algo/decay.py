@@ -23,6 +23,8 @@ Deviations from the reference: the reference's worker copy returns 0 for λ0 ≤
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import math
 import operator
 
@@ -60,7 +62,7 @@ def _check_horizon(horizon: object) -> int | None:
     return _check_int("horizon", horizon, 1, " (or None for no cut-off)")
 
 
-class DecaySchedule:
+class DecaySchedule(ABC):
     """Base class: ``__call__(step) -> λ ∈ [0, λ0]``, ``active(step)``, ``zero_from``."""
 
     lambda0: float
@@ -68,17 +70,18 @@ class DecaySchedule:
     def __call__(self, step: int) -> float:
         return self._value(_check_int("step", step, 0, " (number of completed training steps)"))
 
-    def _value(self, u: int) -> float:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _value(self, u: int) -> float:
+        """λ at ``u`` completed training steps (``u`` already validated)."""
 
     def active(self, step: int) -> bool:
         """True iff λ(step) > 0, i.e. the teacher has any effect at this step."""
         return self(step) > 0.0
 
     @property
-    def zero_from(self) -> int | None:  # pragma: no cover - abstract
+    @abstractmethod
+    def zero_from(self) -> int | None:
         """First step ``u`` with λ(v) = 0 for every ``v >= u``; ``None`` if λ never reaches 0."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())

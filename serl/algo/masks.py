@@ -171,7 +171,7 @@ def incremental_char_offsets(
         if not isinstance(current, str):
             raise ValueError(f"decode must return str, got {type(current).__name__}")
         if current.endswith(_REPLACEMENT_CHAR) and k < n - 1:
-            offsets.append((0, 0))  # placeholder, filled when the character completes
+            offsets.append((0, 0))  # provisional span, set when the split character completes
             pending += 1
             continue
         interval = (_common_prefix_len(committed, current), len(current))  # §6.3: growth of the decoded string
