@@ -63,6 +63,21 @@ class Trajectory:
 
 
 @dataclass(frozen=True)
+class Demonstration:
+    """One expert step rendered exactly as the student sees it: the warm-start (SFT) training sample.
+
+    ``prompt`` is the student's user message (same template, history and admissible actions as a rollout
+    step); ``response`` the target text in the reference format ``<think>…</think><action>…</action>``.
+    """
+
+    game: str
+    task_type: str
+    step_id: int
+    prompt: str
+    response: str
+
+
+@dataclass(frozen=True)
 class TeacherContext:
     """Privileged hindsight sections for one step (SERL_REFERENCE §3.2).
 

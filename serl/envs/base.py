@@ -3,7 +3,8 @@
 An environment family (ALFWorld, later WebShop) is exposed through one :class:`EnvSuite` object that the
 rollout worker and the trainer use without knowing which family it is:
 
-* ``make_env()`` returns a fresh ``gymnasium.Env`` whose observations and actions are text. ``reset(
+* ``make_env(max_episode_steps=None)`` returns a fresh ``gymnasium.Env`` (episode cap ``max_turns`` unless
+  given) whose observations and actions are text. ``reset(
   options={"game": game_id})`` loads that game; ``info`` always carries ``admissible_commands``
   (list[str]), ``won`` (bool), ``task`` (task sentence), ``task_type`` and ``game``. Rewards are the
   reference's training rewards (SERL_REFERENCE §1.4: 10 on the winning step, else 0).
@@ -11,6 +12,8 @@ rollout worker and the trainer use without knowing which family it is:
 * ``render_prompt(...)`` is the student prompt template (SERL_REFERENCE §8.1); ``project_action(text)``
   the action projection and validity rule (§8.3).
 * ``success_metrics(trajectories)`` gives success overall and per task type (§8.1).
+* ``expert_plan(game)`` is the environment's own expert solution of a game (a list of actions), the source
+  of the warm-start demonstrations.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ class EnvSuite(Protocol):
     max_turns: int  # episode cap (the reference's env.max_steps)
     history_length: int  # H observation/action pairs shown in the prompt
 
-    def make_env(self) -> gym.Env: ...
+    def make_env(self, max_episode_steps: int | None = None) -> gym.Env: ...
 
     def train_games(self, n: int, seed: int) -> list[str]: ...
 
@@ -45,3 +48,5 @@ class EnvSuite(Protocol):
     def project_action(self, response: str) -> tuple[str, bool]: ...
 
     def success_metrics(self, trajectories: Sequence[Trajectory]) -> dict[str, float]: ...
+
+    def expert_plan(self, game: str) -> list[str]: ...

@@ -54,6 +54,16 @@ class Generator(Protocol):
         ...
 
 
+def render_student_prompt(
+    suite: EnvSuite, task: str, history: Sequence[tuple[str, str]], step_id: int, observation: str, admissible
+) -> str:
+    """The student's user message at ``step_id``: the suite's template over the last ``history_length``
+    (observation, action) pairs (SERL_REFERENCE §1.3). Rollouts and expert demonstrations both use this."""
+    H = int(suite.history_length)
+    recent = list(history[-H:]) if H > 0 else []
+    return suite.render_prompt(task, recent, step_id, observation, list(admissible))
+
+
 @dataclass
 class _Episode:
     """Mutable state of one running episode."""
@@ -98,9 +108,7 @@ class RolloutWorker:
 
     # -- prompts -----------------------------------------------------------------------------------
     def _render(self, task: str, history: Sequence[tuple[str, str]], step_id: int, obs: str, adm) -> str:
-        H = int(self.suite.history_length)
-        recent = list(history[-H:]) if H > 0 else []
-        return self.suite.render_prompt(task, recent, step_id, obs, list(adm))
+        return render_student_prompt(self.suite, task, history, step_id, obs, adm)
 
     def _encode(self, prompt: str) -> list[int]:
         ids = chat_prompt_ids(self.tokenizer, prompt)
@@ -118,21 +126,25 @@ class RolloutWorker:
         group_size: int,
         seed: int,
         progress: Callable[[int, int], None] | None = None,
+        max_turns: int | None = None,
     ) -> list[Trajectory]:
         """Play ``len(games) × group_size`` episodes; return them ordered by (group_id, traj_id).
 
         Episode ``(i, j)`` plays ``games[i]`` with env seed ``seed + i * group_size + j``; the generator
         is seeded per turn from ``seed``. ``progress(finished_episodes, total_episodes)`` is called after
-        every turn.
+        every turn. ``max_turns`` overrides the suite's episode cap (evaluation uses a longer one).
         """
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
+        cap = int(self.suite.max_turns if max_turns is None else max_turns)
+        if cap < 1:
+            raise ValueError(f"max_turns must be >= 1, got {cap}")
         stats = {"tokens_generated": 0, "generate_s": 0.0, "env_s": 0.0}
         episodes: list[_Episode] = []
         try:
             for i, game in enumerate(games):
                 for j in range(group_size):
-                    env = self.suite.make_env()
+                    env = self.suite.make_env(max_episode_steps=cap)
                     t0 = time.perf_counter()
                     obs, info = env.reset(seed=seed + i * group_size + j, options={"game": game})
                     stats["env_s"] += time.perf_counter() - t0
@@ -151,7 +163,7 @@ class RolloutWorker:
                         _Episode(env, traj, [], str(obs), admissible, prompt, self._encode(prompt))
                     )
             total = len(episodes)
-            for turn in range(int(self.suite.max_turns)):
+            for turn in range(cap):
                 active = [e for e in episodes if e.active]
                 if not active:
                     break
@@ -168,7 +180,7 @@ class RolloutWorker:
                     raise RuntimeError(f"generator returned {len(gens)} generations for {len(active)} prompts")
                 for e, g in zip(active, gens):
                     stats["tokens_generated"] += len(g.ids)
-                    self._step(e, g, turn, stats)
+                    self._step(e, g, turn, stats, cap)
                 if progress is not None:
                     progress(sum(not e.active for e in episodes), total)
         finally:
@@ -180,7 +192,7 @@ class RolloutWorker:
         self.last_stats = stats
         return [e.traj for e in episodes]
 
-    def _step(self, e: _Episode, g: Generation, turn: int, stats: dict) -> None:
+    def _step(self, e: _Episode, g: Generation, turn: int, stats: dict, cap: int) -> None:
         action, valid = self.suite.project_action(g.text)
         t0 = time.perf_counter()
         obs, reward, terminated, truncated, info = e.env.step(action)
@@ -210,7 +222,7 @@ class RolloutWorker:
         )
         e.traj.won = bool(info.get("won", False))
         e.history, e.observation, e.admissible, e.prompt = history, obs, next_admissible, next_prompt
-        if done or turn + 1 >= int(self.suite.max_turns):
+        if done or turn + 1 >= cap:
             e.active = False
         else:
             e.prompt_ids = self._encode(next_prompt)

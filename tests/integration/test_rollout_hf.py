@@ -55,7 +55,7 @@ class _ToySuite:
         self.max_turns = max_turns
         self.envs: list[_CountdownEnv] = []
 
-    def make_env(self):
+    def make_env(self, max_episode_steps=None):
         self.envs.append(_CountdownEnv())
         return self.envs[-1]
 

@@ -217,9 +217,20 @@ class AlfworldSuite:
         """``n`` evaluation game paths from ``eval_split`` (disjoint from the training pool)."""
         return self._sample(self.pool(self.eval_split), n, seed)
 
-    def make_env(self) -> AlfworldTextEnv:
-        """A fresh env; ``reset()`` without a game option draws from the training pool (built lazily)."""
-        return AlfworldTextEnv(games=_LazyPool(lambda: self.pool("train")), max_episode_steps=self.max_turns)
+    def make_env(self, max_episode_steps: int | None = None) -> AlfworldTextEnv:
+        """A fresh env capped at ``max_episode_steps`` (default ``max_turns``); ``reset()`` without a game
+        option draws from the training pool (built lazily)."""
+        cap = self.max_turns if max_episode_steps is None else int(max_episode_steps)
+        return AlfworldTextEnv(games=_LazyPool(lambda: self.pool("train")), max_episode_steps=cap)
+
+    def expert_plan(self, game: str) -> list[str]:
+        """The game's stored winning command sequence (``walkthrough`` of ``game.tw-pddl``: the PDDL
+        planner's plan for generated games, ALFWORLD_OFFLINE_GAMES.md §2.2/§4.1)."""
+        data = json.loads(Path(game).read_text(encoding="utf-8"))
+        plan = data.get("walkthrough")
+        if not plan:
+            raise ValueError(f"game {game} has no walkthrough (an expert plan is needed for demonstrations)")
+        return [str(a) for a in plan]
 
     # ------------------------------------------------------------------------------------ per step
 
