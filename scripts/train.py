@@ -40,6 +40,12 @@ def print_summary(summary: dict, trackers: dict[str, str], plot: Path | None) ->
     for key in sorted(summary):  # success rates averaged over the run's steps (one step is a handful of games)
         if key.startswith("mean/episode/") and "success_rate" in key:
             rows.append((key.removeprefix("mean/episode/") + " (run mean)", f"{summary[key]:.3f}"))
+    if summary.get("last_eval_step") is not None:  # held-out games, SERL_REFERENCE §8.4
+        at = f"eval at step {summary['last_eval_step']}"
+        for key in sorted(summary):
+            if key.startswith("last/eval/") and "success_rate" in key:
+                rows.append((key.removeprefix("last/eval/") + f" ({at})", f"{summary[key]:.3f}"))
+        rows.append((f"valid-action ratio ({at})", f"{summary['last/eval/valid_action_ratio']:.3f}"))
     for key, label in (
         ("last/episode/valid_action_ratio", "valid-action ratio (last step)"),
         ("last/episode/reward/mean", "episode reward (last step mean)"),
@@ -64,6 +70,8 @@ def print_summary(summary: dict, trackers: dict[str, str], plot: Path | None) ->
         f"  config:     {run_dir / 'config.yaml'}",
         f"  checkpoint: {run_dir / 'checkpoints' / 'last.pt'}",
     ]
+    if summary.get("last_eval_step") is not None:
+        lines.append(f"  evals:      {run_dir / 'evals'}  (re-evaluate: scripts/eval.py model.path={run_dir})")
     if plot is not None:
         lines.append(f"  curves:     {plot}")
     if "WandbTracker" in trackers:
@@ -83,7 +91,11 @@ def main(cfg: DictConfig) -> dict:
     from serl.plots import plot_training_curves
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    trainer = build_trainer(cfg, run_dir)
+    try:
+        trainer = build_trainer(cfg, run_dir)  # a too-small eval pool, a checkpoint without its run config ...
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        raise SystemExit(2)
     ok = False
     try:
         summary = trainer.train()

@@ -4,11 +4,16 @@
 source, insertion), so a bad choice fails before any model or game is loaded, with a message naming the
 bad value and the allowed ones. ``build_trainer(cfg, run_dir)`` then loads the model and wires the
 rollout worker, teacher, learner and trackers into a :class:`~serl.trainer.Trainer`.
+
+``scripts/eval.py`` uses the same builders: ``validate_eval(cfg)`` checks its config (``conf/eval.yaml``),
+then :func:`build_policy` (a model name, HF folder or serl training checkpoint), :func:`build_worker` and
+:func:`build_tracker` make what :func:`serl.evaluation.evaluate` needs.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +50,42 @@ def make(node: DictConfig) -> Any:
     return instantiate(spec)
 
 
+def _validate_runtime(cfg: DictConfig) -> None:
+    """The keys training and evaluation share: device, threads, model, rollout backend, logger, env cap."""
+    _check(int(cfg.torch_threads) >= 0, "torch_threads", cfg.torch_threads, "must be >= 0")
+    _check(str(cfg.device) == "cpu" or str(cfg.device).startswith("cuda"), "device", cfg.device, "cpu or cuda[:i]")
+    r = cfg.rollout
+    _one_of("rollout.name", r.name, ROLLOUT_BACKENDS)
+    _check(int(r.max_new_tokens) >= 1, "rollout.max_new_tokens", r.max_new_tokens, "must be >= 1")
+    _check(0 < float(r.top_p) <= 1, "rollout.top_p", r.top_p, "must be in (0, 1]")
+    _check(int(r.max_prompt_tokens) >= 1, "rollout.max_prompt_tokens", r.max_prompt_tokens, "must be >= 1")
+    _one_of("model.dtype", cfg.model.dtype, DTYPES)
+    _one_of("logger.mode", cfg.logger.mode, LOGGER_MODES)
+    _check(int(cfg.env.max_turns) >= 1, "env.max_turns", cfg.env.max_turns, "must be >= 1")
+
+
+def _validate_eval_knobs(node: DictConfig, prefix: str) -> None:
+    """``n_games``, ``temperature``, ``max_turns`` of an evaluation (``eval.*`` in training, top level in
+    ``conf/eval.yaml``); ``prefix`` is how the keys are named in error messages."""
+    _check(int(node.n_games) >= 1, f"{prefix}n_games", node.n_games, "must be >= 1 (games played once each)")
+    _check(
+        float(node.temperature) >= 0,
+        f"{prefix}temperature",
+        node.temperature,
+        "must be >= 0 (0 = greedy; the reference validates at 0.4, SERL_REFERENCE §8.4)",
+    )
+    _check(int(node.max_turns) >= 1, f"{prefix}max_turns", node.max_turns, "must be >= 1 (episode cap in env steps)")
+
+
 def validate(cfg: DictConfig) -> dict[str, Any]:
     """Check all values; return the pure components built on the way (decay, feedback, insertion)."""
     _check(int(cfg.steps) >= 1, "steps", cfg.steps, "must be >= 1")
     _check(int(cfg.n_tasks) >= 1, "n_tasks", cfg.n_tasks, "must be >= 1")
     _check(int(cfg.group_size) >= 2, "group_size", cfg.group_size, "must be >= 2 (GRPO compares rollouts of a group)")
     _check(int(cfg.save_every) >= 0, "save_every", cfg.save_every, "must be >= 0 (0: only after the last step)")
-    _check(int(cfg.torch_threads) >= 0, "torch_threads", cfg.torch_threads, "must be >= 0")
-    _check(str(cfg.device) == "cpu" or str(cfg.device).startswith("cuda"), "device", cfg.device, "cpu or cuda[:i]")
+    _check(int(cfg.eval_every) >= 0, "eval_every", cfg.eval_every, "must be >= 0 (0: never evaluate)")
+    _validate_eval_knobs(cfg.eval, "eval.")
+    _validate_runtime(cfg)
 
     lr = cfg.learner
     _check(float(lr.lr) > 0, "learner.lr", lr.lr, "must be > 0")
@@ -77,15 +110,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         _check(key in a.privileged_template, "algorithm.privileged_template", a.privileged_template, f"must contain {key}")
 
     r = cfg.rollout
-    _one_of("rollout.name", r.name, ROLLOUT_BACKENDS)
-    _check(int(r.max_new_tokens) >= 1, "rollout.max_new_tokens", r.max_new_tokens, "must be >= 1")
     _check(float(r.temperature) > 0, "rollout.temperature", r.temperature, "must be > 0 for training")
-    _check(0 < float(r.top_p) <= 1, "rollout.top_p", r.top_p, "must be in (0, 1]")
-    _check(int(r.max_prompt_tokens) >= 1, "rollout.max_prompt_tokens", r.max_prompt_tokens, "must be >= 1")
-
-    _one_of("model.dtype", cfg.model.dtype, DTYPES)
-    _one_of("logger.mode", cfg.logger.mode, LOGGER_MODES)
-    _check(int(cfg.env.max_turns) >= 1, "env.max_turns", cfg.env.max_turns, "must be >= 1")
 
     # The pure components validate their own arguments (lambda0 in [0, 1], horizons, anchor keys ...).
     built = {}
@@ -98,41 +123,112 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     return built
 
 
+def validate_eval(cfg: DictConfig) -> None:
+    """Check an evaluation config (``conf/eval.yaml``) before any model or game is loaded."""
+    _validate_eval_knobs(cfg, "")
+    _validate_runtime(cfg)
+
+
+def build_suite(cfg: DictConfig) -> Any:
+    """The env suite of ``cfg.env``; a constructor error (bad value, missing official data) becomes a
+    ConfigError naming the group option."""
+    try:
+        return make(cfg.env)
+    except Exception as e:  # hydra wraps the constructor's error
+        cause = e.__cause__ or e
+        raise ConfigError(f"env={cfg.env.name}: {cause}") from e
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def build_trainer(cfg: DictConfig, run_dir: str | Path):
-    """Validate, then build every component; returns a ready :class:`~serl.trainer.Trainer`."""
-    from serl.learner import Learner
-    from serl.policy.models import load_policy, resolve_model_path
-    from serl.rollout.base import RolloutWorker
-    from serl.rollout.hf import HFGenerator
-    from serl.teacher import TeacherScorer
-    from serl.tracking import JsonlTracker, MultiTracker, WandbTracker
-    from serl.trainer import Trainer, TrainerSettings
-
-    parts = validate(cfg)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+def setup_runtime(cfg: DictConfig) -> None:
+    """torch threads (``torch_threads``, 0 = torch's default) and the global seeds (``seed``)."""
     if int(cfg.torch_threads) > 0:
         torch.set_num_threads(int(cfg.torch_threads))
     seed_everything(int(cfg.seed))
 
-    suite = make(cfg.env)
-    path = resolve_model_path(str(cfg.model.path))
-    lora = OmegaConf.to_container(cfg.model.lora, resolve=True) if cfg.model.lora is not None else None
+
+@dataclass(frozen=True)
+class PolicySource:
+    """Where a policy's weights came from (recorded in summaries and ``eval.json``)."""
+
+    path: str  # the HF folder or hub id ``from_pretrained`` loaded
+    checkpoint: str | None = None  # a serl training checkpoint loaded on top of ``path``, if any
+    checkpoint_step: int | None = None  # its completed training steps
+
+    def describe(self) -> dict[str, Any]:
+        return {"model_path": self.path, "checkpoint": self.checkpoint, "checkpoint_step": self.checkpoint_step}
+
+
+def training_checkpoint(name_or_path: str) -> Path | None:
+    """The serl training checkpoint ``name_or_path`` points to, or None.
+
+    A run folder (holding ``checkpoints/last.pt``), its ``checkpoints`` folder or a ``.pt`` file counts;
+    an HF model folder (with ``config.json``), a model name or a hub id does not.
+    """
+    from serl.checkpoint import checkpoint_path
+
+    p = Path(name_or_path).expanduser()
+    if not p.exists() or (p.is_dir() and (p / "config.json").is_file()) or (p.is_file() and p.suffix != ".pt"):
+        return None
+    try:
+        return checkpoint_path(p)
+    except FileNotFoundError:
+        return None
+
+
+def build_policy(cfg: DictConfig) -> tuple[Any, Any, PolicySource]:
+    """Load ``(model, tokenizer, source)`` for ``cfg.model`` on ``cfg.device``.
+
+    ``model.path`` is a model name (``smollm2-135m``, ``tiny``), an HF folder, a hub id, or a serl training
+    run (its folder, ``checkpoints/`` or ``last.pt``): then the base model and LoRA settings come from that
+    run's ``config.yaml`` and the weights from its checkpoint; ``model.dtype`` and
+    ``model.gradient_checkpointing`` stay this config's.
+    """
+    from serl.checkpoint import load_checkpoint
+    from serl.policy.models import load_policy, resolve_model_path
+
+    model_cfg = cfg.model
+    ckpt = training_checkpoint(str(cfg.model.path))
+    if ckpt is not None:
+        run_cfg = ckpt.parent.parent / "config.yaml"
+        if not run_cfg.is_file():
+            raise ConfigError(
+                f"model.path={cfg.model.path!r} is a serl training checkpoint ({ckpt}) but its run's config.yaml "
+                f"({run_cfg}), which names the base model, is missing"
+            )
+        model_cfg = OmegaConf.load(run_cfg).model
+    path = resolve_model_path(str(model_cfg.path))
+    if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
+        raise ConfigError(
+            f"model.path={cfg.model.path!r}: {path} is neither an HF model folder (config.json) nor a serl "
+            "training run (checkpoints/last.pt)"
+        )
+    lora = OmegaConf.to_container(model_cfg.lora, resolve=True) if model_cfg.get("lora") is not None else None
     model, tokenizer = load_policy(
         path, dtype=str(cfg.model.dtype), lora=lora, gradient_checkpointing=bool(cfg.model.gradient_checkpointing)
     )
+    source = PolicySource(path=str(path))
+    if ckpt is not None:
+        state = load_checkpoint(ckpt)
+        model.load_state_dict(state.model)
+        source = PolicySource(path=str(path), checkpoint=str(ckpt), checkpoint_step=state.step)
     model.to(torch.device(str(cfg.device)))
+    return model, tokenizer, source
 
-    a, r, lr = cfg.algorithm, cfg.rollout, cfg.learner
-    generator = HFGenerator(model, tokenizer)
-    worker = RolloutWorker(
-        generator,
+
+def build_worker(cfg: DictConfig, model: Any, tokenizer: Any, suite: Any):
+    """The rollout worker over the ``cfg.rollout`` backend (HF ``generate``) sampling from ``model``."""
+    from serl.rollout.base import RolloutWorker
+    from serl.rollout.hf import HFGenerator
+
+    r = cfg.rollout
+    return RolloutWorker(
+        HFGenerator(model, tokenizer),
         tokenizer,
         suite,
         max_new_tokens=int(r.max_new_tokens),
@@ -140,6 +236,65 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path):
         top_p=float(r.top_p),
         max_prompt_tokens=int(r.max_prompt_tokens),
     )
+
+
+def build_tracker(cfg: DictConfig, run_dir: Path, tags: list[str], job_type: str):
+    """``metrics.jsonl``/``summary.json`` in ``run_dir`` (the stream is off with ``logger=none``), plus a W&B
+    run when ``logger.wandb``; returns a :class:`~serl.tracking.MultiTracker`."""
+    from serl.tracking import JsonlTracker, MultiTracker, WandbTracker
+
+    trackers = [JsonlTracker(run_dir, stream_metrics=cfg.logger.name != "none")]
+    if bool(cfg.logger.wandb):
+        trackers.append(
+            WandbTracker(
+                run_dir,
+                project=str(cfg.logger.project),
+                name=str(cfg.run_name),
+                config=OmegaConf.to_container(cfg, resolve=True),
+                mode=str(cfg.logger.mode),
+                entity=cfg.logger.entity,
+                tags=tags,
+                job_type=job_type,
+            )
+        )
+    return MultiTracker(trackers)
+
+
+def eval_game_list(suite: Any, n_games: int, key: str) -> list[str]:
+    """:func:`serl.evaluation.eval_game_list` with a too-small pool reported as a ConfigError on ``key``.
+    Builds the eval pool (generated games are written on first use)."""
+    from serl.evaluation import eval_game_list as games_of
+
+    try:
+        return games_of(suite, n_games)
+    except ValueError as e:
+        raise ConfigError(f"{key}={n_games} is invalid: {e}") from e
+
+
+def build_trainer(cfg: DictConfig, run_dir: str | Path):
+    """Validate, then build every component; returns a ready :class:`~serl.trainer.Trainer`."""
+    from serl.evaluation import EvalSettings
+    from serl.learner import Learner
+    from serl.teacher import TeacherScorer
+    from serl.trainer import Trainer, TrainerSettings
+
+    parts = validate(cfg)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    setup_runtime(cfg)
+
+    suite = build_suite(cfg)
+    evaluation = None
+    if int(cfg.eval_every) > 0:
+        e = cfg.eval
+        evaluation = EvalSettings(
+            n_games=int(e.n_games), temperature=float(e.temperature), max_turns=int(e.max_turns), seed=int(e.seed)
+        )
+        eval_game_list(suite, evaluation.n_games, "eval.n_games")  # a too-small eval pool fails now, not after step 1
+    model, tokenizer, source = build_policy(cfg)
+
+    a, r, lr = cfg.algorithm, cfg.rollout, cfg.learner
+    worker = build_worker(cfg, model, tokenizer, suite)
     learner = Learner(
         model,
         lr=float(lr.lr),
@@ -169,21 +324,13 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path):
             micro_batch_size=int(lr.micro_batch_size),
         )
 
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    trackers = [JsonlTracker(run_dir, stream_metrics=cfg.logger.name != "none")]
-    if bool(cfg.logger.wandb):
-        trackers.append(
-            WandbTracker(
-                run_dir,
-                project=str(cfg.logger.project),
-                name=str(cfg.run_name),
-                config=resolved,
-                mode=str(cfg.logger.mode),
-                entity=cfg.logger.entity,
-                tags=[cfg.env.name, cfg.feedback.name, cfg.insertion.name, cfg.decay.name, cfg.algorithm.name],
-            )
-        )
+    tracker = build_tracker(
+        cfg,
+        run_dir,
+        tags=[cfg.env.name, cfg.feedback.name, cfg.insertion.name, cfg.decay.name, cfg.algorithm.name],
+        job_type="train",
+    )
     settings = TrainerSettings(
         steps=int(cfg.steps),
         n_tasks=int(cfg.n_tasks),
@@ -195,9 +342,12 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path):
         norm_by_std=bool(a.norm_by_std),
         invalid_penalty=float(a.invalid_penalty),
         resume=str(cfg.resume) if cfg.resume else None,
+        eval_every=int(cfg.eval_every),
+        evaluation=evaluation,
         extra_summary={
             "run_name": str(cfg.run_name),
-            "model_path": str(path),
+            "model_path": source.path,
+            "init_checkpoint": source.checkpoint,
             "env_source": getattr(suite, "source", None),
             "choices": {g: str(cfg[g].name) for g in ("env", "model", "rollout", "algorithm", "feedback", "insertion", "decay", "logger")},
         },
@@ -212,8 +362,7 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path):
         feedback=parts["feedback"],
         insertion=parts["insertion"],
         decay=parts["decay"],
-        tracker=MultiTracker(trackers),
+        tracker=tracker,
         decode=decode,
         pad_id=tokenizer.pad_token_id,
     )
-

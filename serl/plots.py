@@ -13,6 +13,11 @@ PANELS = (
     ("serl/lambda", "λ (teacher mixing)"),
     ("serl_action_mask/weight_mean", "teacher weight mean on action tokens"),
 )
+# the held-out evaluation (eval_every > 0) drawn on the panel of its training counterpart
+OVERLAYS = {
+    "episode/success_rate": ("eval/success_rate", "held-out eval"),
+    "episode/valid_action_ratio": ("eval/valid_action_ratio", "held-out eval"),
+}
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -39,10 +44,18 @@ def plot_training_curves(metrics_path: str | Path, out_path: str | Path) -> Path
             if isinstance(r.get(key), (int, float))
             and not (key.startswith("serl_action_mask/weight") and r.get("serl_action_mask/empty_target", 0) >= 1)
         ]
+        overlay = OVERLAYS.get(key)
+        extra = []
+        if overlay is not None:
+            extra = [(r["step"], r[overlay[0]]) for r in rows if isinstance(r.get(overlay[0]), (int, float))]
         if pts:
             xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker="o")
-        else:
+            ax.plot(xs, ys, marker="o", label="training rollouts")
+        if extra:
+            xs, ys = zip(*extra)
+            ax.plot(xs, ys, marker="s", linestyle="--", label=overlay[1])
+            ax.legend(fontsize="small")
+        if not pts and not extra:
             note = "no action tokens selected" if key.startswith("serl_action_mask/weight") else "not logged"
             ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

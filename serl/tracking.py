@@ -121,6 +121,7 @@ class WandbTracker(Tracker):
         mode: str = "auto",
         entity: str | None = None,
         tags: Sequence[str] = (),
+        job_type: str | None = None,
     ):
         import wandb
 
@@ -136,6 +137,7 @@ class WandbTracker(Tracker):
             mode=self.mode,
             config=_jsonable(dict(config)),
             tags=list(tags),
+            job_type=job_type,  # "train" | "eval": lets the W&B UI group training runs and evaluations
             settings=wandb.Settings(console="off", silent=True, x_disable_stats=True),
             reinit="finish_previous",
         )

@@ -5,13 +5,20 @@ rollout → reward & advantage → insertion + feedback → teacher → learner 
 
 One persisted counter, ``step`` (completed training steps, ``u`` in SERL_REFERENCE §5.1), drives λ, the
 teacher sync and the game sampling, so a resumed run continues exactly (fixes §10.5).
+
+Periodic evaluation (SERL_REFERENCE §8.4: the reference validates every 15 steps and after the last one):
+with ``eval_every = N > 0``, after every N-th training step and after the last one the policy plays the
+held-out games through :func:`serl.evaluation.evaluate` — the same code as ``scripts/eval.py`` — and the
+``eval/*`` metrics are logged with that step's training metrics; the per-game rows go to
+``<run>/evals/step_<step>.json``. Evaluation restores the RNG state, so it does not change the training run.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,12 +29,13 @@ from serl.algo.advantages import grpo_advantages, step_scores, trajectory_grpo_a
 from serl.batch import action_masks, collate
 from serl.checkpoint import TrainingState, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from serl.envs.base import EnvSuite
+from serl.evaluation import EvalSettings, evaluate
 from serl.feedback.base import FeedbackSource
 from serl.insertion.base import Insertion
 from serl.learner import Learner
 from serl.rollout.base import RolloutWorker
 from serl.teacher import TeacherScorer
-from serl.tracking import Tracker
+from serl.tracking import Tracker, atomic_write_text
 from serl.types import Step, TeacherContext, Trajectory
 
 ADVANTAGE_CHOICES = ("cross_step", "trajectory")
@@ -45,6 +53,8 @@ class TrainerSettings:
     norm_by_std: bool = True
     invalid_penalty: float = 0.1
     resume: str | None = None
+    eval_every: int = 0  # evaluate every N training steps and after the last one (0: never)
+    evaluation: EvalSettings | None = None  # what an evaluation plays (needed when eval_every > 0)
     extra_summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -69,6 +79,10 @@ class Trainer:
     ):
         if settings.advantage not in ADVANTAGE_CHOICES:
             raise ValueError(f"advantage={settings.advantage!r} is not one of {ADVANTAGE_CHOICES}")
+        if settings.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0 (0: never), got {settings.eval_every}")
+        if settings.eval_every > 0 and settings.evaluation is None:
+            raise ValueError("eval_every > 0 needs evaluation settings (TrainerSettings.evaluation)")
         self.s = settings
         self.suite = suite
         self.worker = worker
@@ -85,6 +99,7 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.checkpoint_s = 0.0  # total time spent writing checkpoints
+        self.last_eval_step: int | None = None  # training step of the latest evaluation
 
     # ------------------------------------------------------------------------------ checkpointing
     def save(self) -> Path:
@@ -181,13 +196,18 @@ class Trainer:
         try:
             while self.step < self.s.steps:
                 metrics = self.train_step(bar)
+                if self._eval_due():
+                    metrics.update(self.run_eval(bar))
                 self.history.append(metrics)
                 self.tracker.log(metrics, step=self.step)
                 bar.update(1)
-                bar.set_postfix_str(
+                postfix = (
                     f"success {metrics['episode/success_rate']:.2f} valid {metrics['episode/valid_action_ratio']:.2f} "
                     f"loss {metrics['actor/loss']:+.4f} λ {metrics['serl/lambda']:.3f}"
                 )
+                if "eval/success_rate" in metrics:
+                    postfix += f" eval success {metrics['eval/success_rate']:.2f}"
+                bar.set_postfix_str(postfix)
                 if (self.s.save_every and self.step % self.s.save_every == 0) or self.step == self.s.steps:
                     t0 = time.time()
                     self.save()
@@ -199,6 +219,39 @@ class Trainer:
             self.tracker.summary(summary)
         return summary
 
+    # ---------------------------------------------------------------------------------- evaluation
+    def _eval_due(self) -> bool:
+        """After every ``eval_every``-th completed step and after the last one (SERL_REFERENCE §8.4)."""
+        every = self.s.eval_every
+        return every > 0 and (self.step % every == 0 or self.step == self.s.steps)
+
+    def run_eval(self, bar: tqdm | None = None) -> dict[str, float]:
+        """Evaluate the current policy (:func:`serl.evaluation.evaluate`); write the per-game rows to
+        ``<run>/evals/step_<step>.json``; return the ``eval/*`` and ``time/eval_s`` metrics."""
+        e = self.s.evaluation
+        assert e is not None  # checked in __init__
+
+        def progress(finished: int, total: int) -> None:
+            if bar is not None:
+                bar.set_postfix_str(f"step {self.step}: evaluating, {finished}/{total} games finished")
+
+        result = evaluate(
+            self.worker,
+            self.suite,
+            n_games=e.n_games,
+            seed=e.seed,
+            temperature=e.temperature,
+            max_turns=e.max_turns,
+            progress=progress,
+        )
+        out = self.s.run_dir / "evals" / f"step_{self.step:06d}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        record = {"step": self.step, "settings": asdict(e), **result.to_json()}
+        atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+        self.last_eval_step = self.step
+        return result.metrics
+
+    # ------------------------------------------------------------------------------ one training step
     def train_step(self, bar: tqdm | None = None) -> dict[str, float]:
         u = self.step
         t_step = time.time()
@@ -298,7 +351,9 @@ class Trainer:
                 out[f"last/{key}"] = last.get(key, vals[-1])
                 if key.startswith("episode/") and "success_rate" in key:
                     out[f"mean/{key}"] = _mean(vals)
-            for key in ("time/rollout_s", "time/teacher_s", "time/update_s", "time/step_s"):
+            for key in ("time/rollout_s", "time/teacher_s", "time/update_s", "time/step_s", "time/eval_s"):
                 out[f"total/{key}"] = sum(h.get(key, 0.0) for h in self.history)
+        # last/eval/* above are the latest evaluation's metrics; this is the step it ran at
+        out["last_eval_step"] = self.last_eval_step
         out.update(self.s.extra_summary)
         return out

@@ -8,7 +8,9 @@ rollout worker and the trainer use without knowing which family it is:
   options={"game": game_id})`` loads that game; ``info`` always carries ``admissible_commands``
   (list[str]), ``won`` (bool), ``task`` (task sentence), ``task_type`` and ``game``. Rewards are the
   reference's training rewards (SERL_REFERENCE §1.4: 10 on the winning step, else 0).
-* ``train_games(n, seed)`` / ``eval_games(n, seed)`` return game ids from disjoint pools.
+* ``train_games(n, seed)`` / ``eval_games(n, seed)`` return game ids from disjoint pools, sampled with
+  ``seed``; ``pool(split)`` is a whole pool (``"train"`` or ``eval_split``), which evaluation
+  (:mod:`serl.evaluation`) plays in sorted order so that every evaluation sees the same games.
 * ``render_prompt(...)`` is the student prompt template (SERL_REFERENCE §8.1); ``project_action(text)``
   the action projection and validity rule (§8.3).
 * ``success_metrics(trajectories)`` gives success overall and per task type (§8.1).
@@ -29,12 +31,15 @@ class EnvSuite(Protocol):
     name: str
     max_turns: int  # episode cap (the reference's env.max_steps)
     history_length: int  # H observation/action pairs shown in the prompt
+    eval_split: str  # name of the held-out pool (never used for training)
 
     def make_env(self, max_episode_steps: int | None = None) -> gym.Env: ...
 
     def train_games(self, n: int, seed: int) -> list[str]: ...
 
     def eval_games(self, n: int, seed: int) -> list[str]: ...
+
+    def pool(self, split: str) -> list[str]: ...
 
     def render_prompt(
         self,

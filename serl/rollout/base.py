@@ -127,18 +127,24 @@ class RolloutWorker:
         seed: int,
         progress: Callable[[int, int], None] | None = None,
         max_turns: int | None = None,
+        temperature: float | None = None,
     ) -> list[Trajectory]:
         """Play ``len(games) × group_size`` episodes; return them ordered by (group_id, traj_id).
 
         Episode ``(i, j)`` plays ``games[i]`` with env seed ``seed + i * group_size + j``; the generator
         is seeded per turn from ``seed``. ``progress(finished_episodes, total_episodes)`` is called after
-        every turn. ``max_turns`` overrides the suite's episode cap (evaluation uses a longer one).
+        every turn. ``max_turns`` overrides the suite's episode cap (evaluation uses a longer one);
+        ``temperature`` overrides the worker's sampling temperature for this call only (0 = greedy;
+        evaluation samples at 0.4, SERL_REFERENCE §8.4) — the worker itself is not changed.
         """
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
         cap = int(self.suite.max_turns if max_turns is None else max_turns)
         if cap < 1:
             raise ValueError(f"max_turns must be >= 1, got {cap}")
+        temp = self.temperature if temperature is None else float(temperature)
+        if temp < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temp}")
         stats = {"tokens_generated": 0, "generate_s": 0.0, "env_s": 0.0}
         episodes: list[_Episode] = []
         try:
@@ -171,7 +177,7 @@ class RolloutWorker:
                 gens = self.generator.generate(
                     [e.prompt_ids for e in active],
                     max_new_tokens=self.max_new_tokens,
-                    temperature=self.temperature,
+                    temperature=temp,
                     top_p=self.top_p,
                     seed=_turn_seed(seed, turn),
                 )

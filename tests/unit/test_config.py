@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from serl.build import ConfigError, validate
+from serl.build import ConfigError, validate, validate_eval
 from tests.helpers import CONF, ROOT, compose_cfg
 
 GROUP_FILES = sorted(p.relative_to(CONF) for p in CONF.rglob("*.yaml") if p.parent != CONF)
@@ -15,7 +15,7 @@ GROUP_FILES = sorted(p.relative_to(CONF) for p in CONF.rglob("*.yaml") if p.pare
 
 def test_config_tree_has_the_expected_options():
     # Update this count when an option is added: it guards against files that silently stop composing.
-    assert len(GROUP_FILES) == 20, [str(p) for p in GROUP_FILES]
+    assert len(GROUP_FILES) == 21, [str(p) for p in GROUP_FILES]
 
 
 @pytest.mark.parametrize("option", GROUP_FILES, ids=str)
@@ -53,6 +53,11 @@ def test_headline_combination_builds_the_right_components():
         ("rollout.top_p=0", "rollout.top_p=0"),
         ("rollout.temperature=0", "rollout.temperature=0"),
         ("algorithm.teacher_sync_interval=0", "teacher_sync_interval=0"),
+        ("eval_every=-1", "eval_every=-1"),
+        ("eval.n_games=0", "eval.n_games=0"),
+        ("eval.temperature=-0.5", "0 = greedy"),
+        ("eval.max_turns=0", "eval.max_turns=0"),
+        ("eval_every=3", None),  # valid: evaluation on
         ("insertion=anchor", None),  # valid: control case
     ],
 )
@@ -64,6 +69,26 @@ def test_invalid_values_fail_before_any_model_loads(override, needle):
     with pytest.raises(ConfigError) as err:
         validate(cfg)
     assert needle in str(err.value)
+
+
+def _compose_eval(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="eval", overrides=overrides)
+
+
+def test_eval_config_composes_validates_and_rejects_bad_values():
+    cfg = _compose_eval(["model=tiny", "n_games=3", "temperature=0"])
+    validate_eval(cfg)
+    assert cfg.env.eval_pool == 3  # the generated eval pool holds exactly the games played
+    assert cfg.run_name == "eval-alfworld-tiny-t0-n3-s0"
+    defaults = _compose_eval([])
+    assert (defaults.n_games, defaults.temperature, defaults.max_turns) == (8, 0.4, 30)  # §8.4: T = 0.4
+    bad = (("n_games=0", "n_games=0"), ("temperature=-1", "0 = greedy"), ("max_turns=0", "max_turns=0"))
+    for override, needle in bad:
+        with pytest.raises(ConfigError, match=needle):
+            validate_eval(_compose_eval([override]))
 
 
 def test_bad_anchor_key_names_allowed_keys():
