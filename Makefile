@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 VENV ?= .venv
 
-.PHONY: install train test test-all lint clean
+.PHONY: install train warmstart test test-all lint clean
 
 install:  ## create .venv and install serl with its pinned dependencies (CPU torch 2.13.0)
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
@@ -14,6 +14,10 @@ install:  ## create .venv and install serl with its pinned dependencies (CPU tor
 
 train:  ## the default CPU training run (SmolLM2-135M, generated ALFWorld games, W&B offline)
 	$(PY) scripts/train.py
+
+WARMSTART_ADAPTER ?= serl/policy/warmstart_adapters/smollm2-135m-sft
+warmstart:  ## regenerate the versioned warm-start LoRA adapter behind model=smollm2-135m-sft (SFT on expert demos)
+	$(PY) scripts/sft.py model=smollm2-135m seed=0 adapter_dir=$(WARMSTART_ADAPTER)
 
 test:  ## the default test suite (< 10 min on 2 cores)
 	$(PY) -m pytest -q

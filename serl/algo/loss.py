@@ -11,6 +11,9 @@ SERL_REFERENCE §1.6 (``CA :: compute_policy_loss``, ``CA :: agg_loss`` with ``t
 There is no KL term (the reference trains without one). ``A`` is the (possibly SERL-reweighted) advantage
 ``Ã`` of §5.2; it is treated as a constant (detached).
 
+:func:`sft_nll` is the supervised warm-start loss (DESIGN.md §5 "Warm start"): the token-mean negative
+log-likelihood of the expert response tokens, the same token-mean aggregation as ``pg_loss``.
+
 Deviations from the reference
 -----------------------------
 * :func:`masked_mean` returns 0 (not NaN) for an empty mask and ignores the values under the mask
@@ -30,7 +33,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["masked_mean", "token_entropy", "ppo_clip_loss", "LOG_RATIO_CLAMP"]
+__all__ = ["masked_mean", "sft_nll", "token_entropy", "ppo_clip_loss", "LOG_RATIO_CLAMP"]
 
 LOG_RATIO_CLAMP = 20.0
 
@@ -61,6 +64,29 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     denominator = torch.where(keep, weights, torch.zeros_like(weights)).sum()
     safe = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
     return numerator / safe  # empty mask: 0 / 1 = 0
+
+
+def sft_nll(logprobs: Tensor, response_mask: Tensor) -> Tensor:
+    """Token-mean negative log-likelihood of the target response tokens (supervised warm start).
+
+    ``loss = −Σ_{n,t} m_{n,t} ℓ_{n,t} / Σ_{n,t} m_{n,t}``: every real response token of the batch weighs the
+    same (long responses count more than short ones, as in ``pg_loss``); prompt tokens are not in
+    ``logprobs`` at all and padding is excluded by the mask.
+
+    Args:
+        logprobs: ``[N, T]`` log-probs of the target response tokens under the current policy (carries the
+            gradient), e.g. :func:`serl.policy.logprobs.response_logprobs` with ``grad=True``.
+        response_mask: ``[N, T]`` bool or 0/1, 1 = real response token (0 = right padding).
+
+    Returns:
+        scalar tensor; 0 when the mask is empty. Padding positions may hold anything (inf/NaN included).
+    """
+    if not isinstance(logprobs, Tensor) or logprobs.dim() != 2:
+        shape = tuple(logprobs.shape) if isinstance(logprobs, Tensor) else type(logprobs).__name__
+        raise ValueError(f"logprobs must be a 2-D tensor [N, T], got {shape}")
+    _check_same_shape("response_mask", response_mask, logprobs.shape, "logprobs")
+    mask = response_mask.bool()
+    return -masked_mean(torch.where(mask, logprobs, torch.zeros_like(logprobs)), mask)
 
 
 def token_entropy(logits: Tensor) -> Tensor:

@@ -88,7 +88,8 @@ def response_logprobs(
     micro_batch_size: int = 8,
     with_entropy: bool = False,
     grad: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    with_argmax_match: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """Log-probs of the last ``n_response`` tokens of each row under ``log_softmax(logits / temperature)``.
 
     ``input_ids``, ``attention_mask``: ``[N, P+T]`` in the layout of :func:`pad_prompt_response`
@@ -97,7 +98,12 @@ def response_logprobs(
     (``attention_mask[:, P:] == 0``). Rows are processed in micro-batches of ``micro_batch_size``; only
     the last ``T+1`` logit positions are computed when the model supports ``logits_to_keep``.
     ``grad=True`` keeps the autograd graph (the learner's current log-probs); otherwise runs under
-    ``torch.no_grad()``.
+    ``torch.no_grad()``. ``with_argmax_match`` also returns ``match [N, T]`` bool: the greedy (argmax)
+    next token equals the target token (False on padding), e.g. the SFT token accuracy; it costs one
+    argmax over the logits already computed.
+
+    Return value: ``logprobs`` alone, or ``(logprobs, entropy)``, ``(logprobs, match)`` or
+    ``(logprobs, entropy, match)`` — extras in that order, only those asked for.
     """
     if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
         raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask must be equal [N, L] shapes")
@@ -112,7 +118,7 @@ def response_logprobs(
 
     device = next(model.parameters()).device
     keep = _supports_logits_to_keep(model)
-    out_lp, out_ent = [], []
+    out_lp, out_ent, out_match = [], [], []
     with torch.set_grad_enabled(grad):
         for start in range(0, N, micro_batch_size):
             ids = input_ids[start : start + micro_batch_size].to(device)
@@ -141,8 +147,14 @@ def response_logprobs(
             out_lp.append(torch.nn.functional.pad(torch.where(real, lp, torch.zeros_like(lp)), pad))
             if with_entropy:
                 out_ent.append(torch.nn.functional.pad(torch.where(real, ent, torch.zeros_like(ent)), pad))
+            if with_argmax_match:
+                match = (logits.argmax(dim=-1) == ids[:, -t_eff:]) & real
+                out_match.append(torch.nn.functional.pad(match.detach(), pad, value=False))
             del logits
     logprobs = torch.cat(out_lp, dim=0)
+    extras = []
     if with_entropy:
-        return logprobs, torch.cat(out_ent, dim=0)
-    return logprobs
+        extras.append(torch.cat(out_ent, dim=0))
+    if with_argmax_match:
+        extras.append(torch.cat(out_match, dim=0))
+    return (logprobs, *extras) if extras else logprobs
