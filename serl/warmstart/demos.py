@@ -71,7 +71,7 @@ def _parse(action: str) -> tuple[str, dict[str, str]]:
 
 
 def rationale(task: str, action: str, holding: str | None = None) -> str:
-    """The templated ``<think>`` text of one expert step (one sentence; two for ``go to``).
+    """The templated ``<think>`` text of one expert step (one short sentence, to fit small response caps).
 
     Args:
         task: the task sentence, e.g. ``"put a clean mug in coffeemachine"``.
@@ -84,8 +84,8 @@ def rationale(task: str, action: str, holding: str | None = None) -> str:
     kind, s = _parse(action)
     if kind == "go":
         if holding:
-            return f"My task is to {task}. I have the {holding}, so I go to {s['r']}."
-        return f"My task is to {task}. I need to go to {s['r']} to look for what I need."
+            return f"I have the {holding}, so I go to {s['r']}."
+        return f"I go to {s['r']} to look for what my task needs."
     if kind == "take":
         return f"The {s['o']} I need is here, so I take it."
     if kind == "move":

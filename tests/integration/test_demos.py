@@ -108,18 +108,14 @@ def test_prompts_match_the_real_rollout_byte_for_byte(tiny_policy, suite, games,
 
 def test_responses_are_the_template(demos):
     d = demos[0]
-    assert d.response.startswith("<think>My task is to ") and d.response.endswith("</action>")
+    assert d.response.startswith("<think>I go to ") and d.response.endswith("</action>")
     assert d.response.count("<think>") == d.response.count("</think>") == 1
 
 
 def test_rationale_templates():
     task = "put a clean mug in coffeemachine."
-    assert rationale(task, "go to countertop 1") == (
-        "My task is to put a clean mug in coffeemachine. I need to go to countertop 1 to look for what I need."
-    )
-    assert rationale(task, "go to sinkbasin 1", holding="mug 1") == (
-        "My task is to put a clean mug in coffeemachine. I have the mug 1, so I go to sinkbasin 1."
-    )
+    assert rationale(task, "go to countertop 1") == "I go to countertop 1 to look for what my task needs."
+    assert rationale(task, "go to sinkbasin 1", holding="mug 1") == "I have the mug 1, so I go to sinkbasin 1."
     assert rationale(task, "take mug 1 from countertop 1") == "The mug 1 I need is here, so I take it."
     assert rationale(task, "move mug 1 to coffeemachine 1") == (
         "I have the mug 1, and my task needs it in coffeemachine 1."
