@@ -52,6 +52,7 @@ def validate(cfg: DictConfig) -> None:
     """Check every SFT knob before anything heavy runs; the message names the key and the allowed values."""
     _check(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "must be an int >= 0")
     _check(isinstance(cfg.n_games, int) and cfg.n_games >= 1, "n_games", cfg.n_games, "must be an int >= 1")
+    _check(isinstance(cfg.max_detours, int) and cfg.max_detours >= 0, "max_detours", cfg.max_detours, "must be an int >= 0")
     _check(isinstance(cfg.epochs, int) and cfg.epochs >= 1, "epochs", cfg.epochs, "must be an int >= 1")
     _check(float(cfg.lr) > 0, "lr", cfg.lr, "must be > 0")
     _check(isinstance(cfg.batch_size, int) and cfg.batch_size >= 1, "batch_size", cfg.batch_size, "must be an int >= 1")
@@ -115,7 +116,7 @@ def select_games(suite, n_games: int, seed: int) -> list[str]:
     return games
 
 
-def demonstrations(suite, games: list[str], path: Path, progress: bool):
+def demonstrations(suite, games: list[str], path: Path, progress: bool, max_detours: int = 0, seed: int = 0):
     """Load the JSONL cache at ``path`` when it exists (its games must be ``games``), else collect it."""
     from serl.warmstart.demos import collect_demonstrations, load_demonstrations, save_demonstrations
 
@@ -130,7 +131,7 @@ def demonstrations(suite, games: list[str], path: Path, progress: bool):
         print(f"loaded {len(demos)} demonstrations of {len(games)} games from {path}")
         return demos
     t0 = time.perf_counter()
-    demos = collect_demonstrations(suite, games, progress=progress)
+    demos = collect_demonstrations(suite, games, progress=progress, max_detours=max_detours, seed=seed)
     save_demonstrations(path, demos)
     print(f"collected {len(demos)} demonstrations of {len(games)} games in {time.perf_counter() - t0:.1f} s -> {path}")
     return demos
@@ -150,6 +151,7 @@ def adapter_readme(cfg: DictConfig, command: str, summary: dict) -> str:
         f"- base model: {cfg.model.path}\n"
         f"- games: {cfg.n_games} training games of env={cfg.env.name} (source: {summary['env_source']}, "
         f"game seed {cfg.env.get('seed', None)})\n"
+        f"- search detours per game: 0..{cfg.max_detours}\n"
         f"- demonstrations: {int(summary['n_demos'])}, epochs: {cfg.epochs}, lr: {cfg.lr}, batch size: {cfg.batch_size}\n"
         f"- lora: {json.dumps(lora)}\n"
         f"- final loss: {summary['final_loss']:.4f} (last-epoch mean {summary['final_epoch_loss']:.4f}, "
@@ -183,7 +185,9 @@ def main(cfg: DictConfig) -> dict:
     try:
         suite = build_suite(cfg)
         games = select_games(suite, int(cfg.n_games), int(cfg.seed))
-        demos = demonstrations(suite, games, Path(str(cfg.demos_path)), bool(cfg.progress))
+        demos = demonstrations(
+            suite, games, Path(str(cfg.demos_path)), bool(cfg.progress), int(cfg.max_detours), int(cfg.seed)
+        )
     except (SFTConfigError, ConfigError) as e:
         print(f"config error: {e}", file=sys.stderr)
         raise SystemExit(2)

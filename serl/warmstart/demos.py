@@ -70,13 +70,17 @@ def _parse(action: str) -> tuple[str, dict[str, str]]:
     return "other", {}
 
 
-def rationale(task: str, action: str, holding: str | None = None) -> str:
+def rationale(
+    task: str, action: str, holding: str | None = None, target: str | None = None, searched: bool = False
+) -> str:
     """The templated ``<think>`` text of one expert step (one short sentence, to fit small response caps).
 
     Args:
         task: the task sentence, e.g. ``"put a clean mug in coffeemachine"``.
         action: the expert command, e.g. ``"go to countertop 1"``.
         holding: the object the expert carries before this step (from its earlier ``take``), or None.
+        target: the object type the task is about (``"mug"``), named in search and take rationales.
+        searched: the previous step was a search that did not find ``target`` (a detour).
 
     A template, not reasoning (module docstring). Deterministic: same inputs, same text.
     """
@@ -85,8 +89,14 @@ def rationale(task: str, action: str, holding: str | None = None) -> str:
     if kind == "go":
         if holding:
             return f"I have the {holding}, so I go to {s['r']}."
+        if target and searched:
+            return f"There is no {target} here, so I go to {s['r']} to look for one."
+        if target:
+            return f"I go to {s['r']} to look for a {target}."
         return f"I go to {s['r']} to look for what my task needs."
     if kind == "take":
+        if target:
+            return f"My task needs a {target}, and the {s['o']} is here, so I take it."
         return f"The {s['o']} I need is here, so I take it."
     if kind == "move":
         return f"I have the {s['o']}, and my task needs it in {s['r']}."
@@ -113,9 +123,79 @@ def rationale(task: str, action: str, holding: str | None = None) -> str:
     return f"My task is to {task}. My next step is to {action}."
 
 
-def expert_response(task: str, action: str, holding: str | None = None) -> str:
+def target_object(plan: Sequence[str]) -> str | None:
+    """The object type the plan fetches: the first ``take``'s object without its number (``"mug"``)."""
+    for action in plan:
+        kind, s = _parse(action)
+        if kind == "take":
+            return re.sub(r"\s+\d+$", "", s["o"])
+    return None
+
+
+def with_search_detours(
+    suite: EnvSuite, game: str, plan: Sequence[str], n_detours: int, seed: int
+) -> tuple[list[str], set[int]]:
+    """The expert plan with up to ``n_detours`` searches inserted before its first ``go to`` (the trip to the
+    object): each detour goes to another receptacle (opening it when closed) where no ``target`` is visible,
+    so the demonstrations also show looking for an object and moving on when it is not there. Detour
+    receptacles never appear in the plan, so the rest of the plan stays valid (going and opening elsewhere
+    changes nothing it depends on). Candidates are previewed in a scratch env; choice is seeded.
+
+    Returns the new plan and the indices of its steps that directly follow an unsuccessful search.
+    """
+    import random
+
+    target = target_object(plan)
+    first_go = next((i for i, a in enumerate(plan) if _parse(a)[0] == "go"), None)
+    if target is None or first_go is None or n_detours <= 0:
+        return list(plan), set()
+    rng = random.Random(seed)
+    env = suite.make_env(max_episode_steps=len(plan) + 4 * n_detours + 2)
+    try:
+        _obs, info = env.reset(options={"game": game})
+        for a in plan[:first_go]:
+            _obs, _r, _t, _u, info = env.step(a)
+        in_plan = " | ".join(plan)
+        candidates = sorted(
+            a for a in info["admissible_commands"] if a.startswith("go to ") and a[len("go to ") :] not in in_plan
+        )
+    finally:
+        env.close()
+    rng.shuffle(candidates)
+    detours: list[list[str]] = []
+    for go in candidates:
+        if len(detours) == n_detours:
+            break
+        receptacle = go[len("go to ") :]
+        steps = [go]
+        scratch = suite.make_env(max_episode_steps=len(plan) + 4)
+        try:
+            _obs, info = scratch.reset(options={"game": game})
+            for a in plan[:first_go]:
+                scratch.step(a)
+            obs, _r, _t, _u, info = scratch.step(go)
+            if f"open {receptacle}" in info["admissible_commands"] and "is closed" in str(obs):
+                steps.append(f"open {receptacle}")
+                obs, _r, _t, _u, info = scratch.step(steps[-1])
+        finally:
+            scratch.close()
+        if target not in str(obs):  # only receptacles that visibly lack the target
+            detours.append(steps)
+    new_plan = list(plan[:first_go])
+    after_search: set[int] = set()
+    for steps in detours:
+        new_plan.extend(steps)
+        after_search.add(len(new_plan))
+    new_plan.extend(plan[first_go:])
+    return new_plan, after_search
+
+
+def expert_response(
+    task: str, action: str, holding: str | None = None, target: str | None = None, searched: bool = False
+) -> str:
     """``<think>{rationale}</think><action>{action}</action>`` (SERL_REFERENCE §6.1)."""
-    return f"{THINK_OPEN}{rationale(task, action, holding)}{THINK_CLOSE}{ACTION_OPEN}{action}{ACTION_CLOSE}"
+    why = rationale(task, action, holding, target, searched)
+    return f"{THINK_OPEN}{why}{THINK_CLOSE}{ACTION_OPEN}{action}{ACTION_CLOSE}"
 
 
 def _next_holding(holding: str | None, action: str) -> str | None:
@@ -127,24 +207,33 @@ def _next_holding(holding: str | None, action: str) -> str | None:
     return holding
 
 
-def collect_demonstrations(suite: EnvSuite, games: Sequence[str], progress: bool = False) -> list[Demonstration]:
+def collect_demonstrations(
+    suite: EnvSuite, games: Sequence[str], progress: bool = False, max_detours: int = 0, seed: int = 0
+) -> list[Demonstration]:
     """One :class:`~serl.types.Demonstration` per expert step of every game, in game then step order.
 
     Each game runs in a fresh env capped at ``len(plan) + 1`` steps (the suite's ``max_turns`` is
     irrelevant: the whole plan is used). Raises ``ValueError`` when an expert action is not admissible,
     when a response does not project to ``(action, True)``, or when the episode ends before the plan
-    does; ``RuntimeError`` when the plan does not win the game.
+    does; ``RuntimeError`` when the plan does not win the game. With ``max_detours > 0`` each game's plan
+    gets 0..max_detours search detours (:func:`with_search_detours`; the count and receptacles are drawn
+    from ``seed`` and the game's position in ``games``).
     """
     from tqdm.auto import tqdm
 
     demos: list[Demonstration] = []
-    for game in tqdm(list(games), desc="expert demonstrations", unit="game", disable=not progress):
-        demos.extend(_play_expert(suite, str(game)))
+    for i, game in enumerate(tqdm(list(games), desc="expert demonstrations", unit="game", disable=not progress)):
+        demos.extend(_play_expert(suite, str(game), max_detours, seed * 1_000_003 + i))
     return demos
 
 
-def _play_expert(suite: EnvSuite, game: str) -> list[Demonstration]:
+def _play_expert(suite: EnvSuite, game: str, max_detours: int = 0, seed: int = 0) -> list[Demonstration]:
+    import random
+
     plan = suite.expert_plan(game)
+    target = target_object(plan)
+    n_detours = random.Random(seed).randint(0, max_detours) if max_detours > 0 else 0
+    plan, after_search = with_search_detours(suite, game, plan, n_detours, seed)
     env = suite.make_env(max_episode_steps=len(plan) + 1)
     out: list[Demonstration] = []
     try:
@@ -166,7 +255,7 @@ def _play_expert(suite: EnvSuite, game: str) -> list[Demonstration]:
                     f"admissible: {list(admissible)}"
                 )
             prompt = render_student_prompt(suite, task, history, step_id, observation, admissible)
-            response = expert_response(task, action, holding)
+            response = expert_response(task, action, holding, target, searched=step_id in after_search)
             projected = suite.project_action(response)
             if projected != (action, True):
                 raise ValueError(
