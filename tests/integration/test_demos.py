@@ -166,3 +166,24 @@ def test_bad_plans_raise(suite, games):
         collect_demonstrations(_EditedPlanSuite(suite, lambda plan: ["fly to the moon"] + plan), [game])
     with pytest.raises(ValueError, match="plan too long"):
         collect_demonstrations(_EditedPlanSuite(suite, lambda plan: plan + ["look"]), [game])
+
+
+def test_search_detours_keep_the_plan_winning_and_explain_themselves(suite, games):
+    from serl.warmstart.demos import target_object, with_search_detours
+
+    game = games[0]
+    plan = suite.expert_plan(game)
+    target = target_object(plan)
+    assert target and not target[-1].isdigit()
+    detoured, after_search = with_search_detours(suite, game, plan, n_detours=2, seed=3)
+    added = [a for a in detoured if a not in plan]
+    assert added and all(a.startswith(("go to ", "open ")) for a in added)
+    # detour receptacles never occur in the expert plan, so the rest of the plan stays valid
+    assert not any(a.split(" ", 2)[-1] in " | ".join(plan) for a in added if a.startswith("go to "))
+    assert after_search and max(after_search) < len(detoured)
+    # replaying the detoured plan through the real env still wins (collect_demonstrations raises otherwise)
+    demos = collect_demonstrations(suite, [game], max_detours=2, seed=3)
+    assert len(demos) >= len(plan)
+    texts = [d.response for d in demos]
+    assert any(f"There is no {target} here" in t for t in texts) or len(demos) == len(plan)
+    assert any(f"My task needs a {target}" in t for t in texts)
