@@ -129,7 +129,7 @@ def save_lora_adapter(
                 c.base_model_name_or_path = base_model_name
         with atomic_folder(out_dir) as tmp:
             model.save_pretrained(str(tmp), state_dict=state, safe_serialization=True, save_embedding_layers=False)
-            (tmp / "README.md").unlink(missing_ok=True)  # peft's generic model-card stub
+            (tmp / "README.md").unlink(missing_ok=True)  # peft's generic, empty model card
             if readme is not None:
                 (tmp / "README.md").write_text(readme)
     finally:
