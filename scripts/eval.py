@@ -27,8 +27,10 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from serl.build import ConfigError, validate_eval  # noqa: E402
+from serl.tracking import wandb_lines  # noqa: E402
 
 GROUPS = ("env", "model", "rollout", "logger")
+
 
 
 def print_summary(record: dict, run_dir: Path, trackers: dict[str, str]) -> None:
@@ -64,9 +66,7 @@ def print_summary(record: dict, run_dir: Path, trackers: dict[str, str]) -> None
     lines = [f"outputs: {run_dir}", f"  eval:     {run_dir / 'eval.json'}", f"  config:   {run_dir / 'config.yaml'}"]
     if "JsonlTracker" in trackers:
         lines.append(f"  metrics:  {trackers['JsonlTracker']}")
-    if "WandbTracker" in trackers:
-        lines.append(f"  W&B run:  {trackers['WandbTracker']}")
-        lines.append("            (offline runs upload later with `wandb sync <that folder>`)")
+    lines += wandb_lines(trackers, label_width=12)
     print("\n".join(lines))
 
 

@@ -34,6 +34,8 @@ import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from serl.tracking import wandb_lines  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 LOGGER_MODES = ("auto", "online", "offline", "disabled")
 DTYPES = ("float32", "bfloat16")
@@ -276,9 +278,7 @@ def main(cfg: DictConfig) -> dict:
     ]
     if "JsonlTracker" in locations and cfg.logger.name != "none":
         lines.append(f"  metrics:    {locations['JsonlTracker']}")
-    if "WandbTracker" in locations:
-        lines.append(f"  W&B run:    {locations['WandbTracker']}")
-        lines.append("              (offline runs upload later with `wandb sync <that folder>`)")
+    lines += wandb_lines(locations, label_width=14)
     print("\n".join(lines))
     return summary
 

@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from serl.build import ConfigError, validate  # noqa: E402
+from serl.tracking import wandb_lines  # noqa: E402
 
 
 def print_summary(summary: dict, trackers: dict[str, str], plot: Path | None) -> None:
@@ -74,9 +75,7 @@ def print_summary(summary: dict, trackers: dict[str, str], plot: Path | None) ->
         lines.append(f"  evals:      {run_dir / 'evals'}  (re-evaluate: scripts/eval.py model.path={run_dir})")
     if plot is not None:
         lines.append(f"  curves:     {plot}")
-    if "WandbTracker" in trackers:
-        lines.append(f"  W&B run:    {trackers['WandbTracker']}")
-        lines.append("              (offline runs upload later with `wandb sync <that folder>`)")
+    lines += wandb_lines(trackers, label_width=14)
     print("\n".join(lines))
 
 

@@ -163,6 +163,17 @@ class WandbTracker(Tracker):
         return str(Path(self.run.dir).parent) if self.run is not None else str(self.run_dir / "wandb")
 
 
+def wandb_lines(locations: dict[str, str], label_width: int) -> list[str]:
+    """The closing-summary lines that say where the W&B run went (empty without a W&B tracker)."""
+    if "WandbTracker" not in locations:
+        return []
+    label = "  W&B run:".ljust(label_width)
+    return [
+        f"{label}{locations['WandbTracker']}",
+        " " * label_width + "(offline runs upload later with `wandb sync <that folder>`)",
+    ]
+
+
 class MultiTracker(Tracker):
     """Fans every call out to several trackers; ``close`` reaches all of them even if one fails."""
 
