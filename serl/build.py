@@ -43,11 +43,23 @@ def _one_of(key: str, value: Any, allowed: tuple) -> None:
     _check(value in allowed, key, value, f"allowed values are {', '.join(map(str, allowed))}")
 
 
+def _drop_names(spec: Any) -> Any:
+    """``spec`` without the ``name`` key of every node that has a ``_target_`` (option names are labels)."""
+    if isinstance(spec, dict):
+        return {k: _drop_names(v) for k, v in spec.items() if not (k == "name" and "_target_" in spec)}
+    if isinstance(spec, list):
+        return [_drop_names(v) for v in spec]
+    return spec
+
+
 def make(node: DictConfig) -> Any:
-    """Instantiate a group option: its ``_target_`` with every key but ``name`` as a keyword argument."""
-    spec = OmegaConf.to_container(node, resolve=True)
-    spec.pop("name", None)
-    return instantiate(spec)
+    """Instantiate a group option: its ``_target_`` with every key but ``name`` as a keyword argument.
+
+    Nested options (the parts of a feedback combination, placed there by the option's defaults list) are
+    instantiated the same way, depth first; containers reach the constructors as plain dicts and lists.
+    """
+    spec = _drop_names(OmegaConf.to_container(node, resolve=True))
+    return instantiate(spec, _convert_="all")
 
 
 def _validate_runtime(cfg: DictConfig) -> None:

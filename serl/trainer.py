@@ -135,17 +135,21 @@ class Trainer:
         trajs = torch.tensor([t.group_id * self.s.group_size + t.traj_id for t in owners], dtype=torch.long)
         return trajectory_grpo_advantages(scores, groups, trajs, norm_by_std=self.s.norm_by_std)
 
-    def _contexts(self, trajectories: list[Trajectory]) -> list[TeacherContext]:
-        """Insertion + feedback for every step, flattened in the same order as the steps."""
+    @staticmethod
+    def _groups(trajectories: list[Trajectory]) -> list[list[Trajectory]]:
+        """The GRPO groups of a step (by group id), each ordered by trajectory index."""
         by_group: dict[int, list[Trajectory]] = {}
         for t in trajectories:
             by_group.setdefault(t.group_id, []).append(t)
+        return [sorted(g, key=lambda t: t.traj_id) for _, g in sorted(by_group.items())]
+
+    def _contexts(self, trajectories: list[Trajectory], groups: list[list[Trajectory]]) -> list[TeacherContext]:
+        """Insertion + feedback for every step, flattened in the same order as the steps of ``trajectories``."""
         out: dict[tuple[int, int, int], TeacherContext] = {}
-        for gid, group in by_group.items():
-            group = sorted(group, key=lambda t: t.traj_id)
+        for group in groups:
             for traj, ctxs in zip(group, self.insertion.contexts(group, self.feedback)):
                 for step, ctx in zip(traj.steps, ctxs):
-                    out[(gid, traj.traj_id, step.step_id)] = ctx
+                    out[(traj.group_id, traj.traj_id, step.step_id)] = ctx
         return [out[(t.group_id, t.traj_id, s.step_id)] for t in trajectories for s in t.steps]
 
     def _episode_metrics(self, trajectories: list[Trajectory], steps: list[Step]) -> dict[str, float]:
@@ -282,13 +286,16 @@ class Trainer:
         t0 = time.time()
         teacher_lp = has = None
         contexts: list[TeacherContext] = []
+        feedback_metrics: dict[str, float] = {}
         synced = False
         if self.teacher is not None:
             synced = self.teacher.maybe_sync(self.model, u)
         if teacher_active:
             if bar is not None:
                 bar.set_postfix_str(f"step {u + 1}: teacher scoring")
-            contexts = self._contexts(trajectories)
+            groups = self._groups(trajectories)
+            feedback_metrics = self.feedback.prepare(groups)  # batched I/O (judge requests), only while λ > 0
+            contexts = self._contexts(trajectories, groups)
             n_resp = max(len(s.response_ids) for s in steps)
             teacher_lp, has = self.teacher.score(
                 [s.prompt for s in steps], contexts, [s.response_ids for s in steps], n_resp
@@ -314,6 +321,7 @@ class Trainer:
         metrics["serl/teacher_synced"] = float(synced)
         if teacher_active:
             metrics.update(self._serl_metrics(contexts, has, masks, lam))
+            metrics.update(feedback_metrics)
             metrics["serl/teacher_prompt_truncated"] = float(self.teacher.truncated)
             metrics["serl/teacher_context_dropped"] = float(self.teacher.dropped)
         metrics["advantage/mean"] = float(advantages.mean())

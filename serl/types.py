@@ -83,12 +83,15 @@ class TeacherContext:
 
     A section is ``"<title>\\n<content>"``; ``sections`` keeps ``(title, content)`` pairs with non-empty
     content only. ``sources`` names the feedback sources that contributed (for the per-source metrics of
-    §5.3); ``anchor_size`` is the size of the step's anchor group under anchor insertion, else ``None``.
+    §5.3); ``anchor_size`` is the size of the step's anchor group under anchor insertion, else ``None``, and
+    ``anchor_actions`` the number of distinct candidate actions in it (the reference's
+    ``serl/anchor_action_count_mean``).
     """
 
     sections: tuple[tuple[str, str], ...] = ()
     sources: tuple[str, ...] = ()
     anchor_size: int | None = None
+    anchor_actions: int | None = None
 
     @property
     def has_context(self) -> bool:

@@ -112,3 +112,11 @@ def candidate_action(response: str, remove_thinking: bool = True) -> str:
         text = match.group(1)
     text = " ".join(text.split()).lower()
     return text or EMPTY_ACTION
+
+
+def indent_block(label: str, content: str) -> list[str]:
+    """``  <label>: <content>`` for one-line content; else ``  <label>:`` then each line indented by 4."""
+    lines = content.splitlines()
+    if len(lines) == 1:
+        return [f"  {label}: {lines[0]}"]
+    return [f"  {label}:"] + [f"    {line}" for line in lines]

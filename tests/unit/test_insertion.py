@@ -25,22 +25,10 @@ import pytest
 
 from serl.feedback import ImmediateFeedback, NoFeedback, StateDiffFeedback
 from serl.insertion import INSERTIONS, AnchorInsertion, Insertion, StepInsertion
-from serl.types import Step, TeacherContext, Trajectory
-
-ROOM = (
-    "-= Welcome to TextWorld, ALFRED! =-\n\n"
-    "You are in the middle of a room. Looking quickly around you, you see a countertop 1, a desk 1, "
-    "and a drawer 1.\n\n"
-    "Your task is to: put a mug in desk."
+from serl.types import TeacherContext, Trajectory
+from tests.group_fixture import (
+    COUNTER, DESK, DRAWER, EXAMINED, NOTHING, PICK_MUG, PICK_PLATE, PUT, ROOM, act, make_group, mk_step,
 )
-COUNTER = "You arrive at countertop 1. On the countertop 1, you see a mug 1, and a plate 2."
-PICK_MUG = "You pick up the mug 1 from the countertop 1."
-PICK_PLATE = "You pick up the plate 2 from the countertop 1."
-DESK = "You arrive at desk 1. On the desk 1, you see a pen 1."
-PUT = "You move the mug 1 to the desk 1."
-DRAWER = "You arrive at drawer 1. The drawer 1 is closed."
-EXAMINED = "On the countertop 1, you see a mug 1, and a plate 2."
-NOTHING = "Nothing happens."
 
 IMM = "Immediate feedback from the current step:"
 IMM_LABEL = "  Immediate feedback from the current step"
@@ -54,60 +42,6 @@ ROOM_DIFF_HEAD = (
     "- Looking quickly around you, you see a countertop 1, a desk 1, and a drawer 1.\n"
     "- Your task is to: put a mug in desk.\n"
 )
-
-
-def act(a: str) -> str:
-    return f"<think>I reason about it.</think>\n<action>{a}</action>"
-
-
-def mk_step(step_id: int, obs: str, response: str, feedback: str, reward: float = 0.0, done: bool = False) -> Step:
-    return Step(
-        step_id=step_id,
-        observation=obs,
-        prompt=f"PROMPT[{obs}]",
-        admissible=("look", "inventory"),
-        prompt_ids=[1, 2, 3],
-        response_ids=[4, 5],
-        response_logprobs=[-0.1, -0.2],
-        response_text=response,
-        action=response[-30:].lower(),
-        valid="<action>" in response,
-        feedback=feedback,
-        next_prompt=f"PROMPT[{feedback}]",
-        reward=reward,
-        done=done,
-    )
-
-
-def make_group() -> list[Trajectory]:
-    def traj(i: int, steps: list[Step], won: bool = False) -> Trajectory:
-        return Trajectory(group_id=7, traj_id=i, game="game-1", task_type="pick_and_place_simple",
-                          task="put a mug in desk", steps=steps, won=won)
-
-    t0 = traj(0, [
-        mk_step(0, ROOM, act("go to countertop 1"), COUNTER),
-        mk_step(1, COUNTER, act("take mug 1 from countertop 1"), PICK_MUG),
-        mk_step(2, PICK_MUG, act("go to desk 1"), DESK),
-        mk_step(3, DESK, act("move mug 1 to desk 1"), PUT, reward=10.0, done=True),
-    ], won=True)
-    t1 = traj(1, [
-        mk_step(0, ROOM, act("go to countertop 1"), COUNTER),
-        mk_step(1, COUNTER, act("take plate 2 from countertop 1"), PICK_PLATE),
-        mk_step(2, PICK_PLATE, act("take mug 1 from countertop 1"), NOTHING),
-        mk_step(3, NOTHING, act("go to desk 1"), DESK, done=True),
-    ])
-    t2 = traj(2, [
-        mk_step(0, ROOM, act("go to drawer 1"), DRAWER),
-        mk_step(1, DRAWER, "I should  open drawer 1", NOTHING),
-        mk_step(2, NOTHING, act("go to desk 1"), DESK, done=True),
-    ])
-    t3 = traj(3, [
-        mk_step(0, ROOM, "<think>Maybe <action>go to drawer 1</action>? No.</think>\n<action>Go to  Countertop 1</action>",
-                COUNTER),
-        mk_step(1, COUNTER, act("examine countertop 1"), EXAMINED),
-        mk_step(2, EXAMINED, "<think>stuck</think>\n<action>\n</action>", "  ", done=True),
-    ])
-    return [t0, t1, t2, t3]
 
 
 @pytest.fixture
