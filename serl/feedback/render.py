@@ -15,6 +15,9 @@ aliases are accepted (``action``, ``action_series``, ``actions`` → ``response`
 ``observation-action`` → ``observation_action``). ``max_steps > 0`` keeps the first ``max_steps`` steps and
 appends ``"... M more steps omitted."`` (the reference's ``max_*_context_steps``); 0 keeps all.
 
+:class:`TrajectorySource` is the base of the sources whose content is a rendering (``future``, ``success``,
+``current``): it holds and validates the three rendering knobs.
+
 Deviations from the reference: none.
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from serl.algo.anchors import strip_thinking
+from serl.feedback.base import FeedbackSource
 from serl.types import Step
 
 TRAJECTORY_FORMATS = ("response", "observation_action")
@@ -76,3 +80,30 @@ def render_steps(steps: Sequence[Step], fmt: str = "response", max_steps: int = 
     if omitted > 0:
         blocks.append(f"... {omitted} more steps omitted.")
     return "\n\n".join(blocks)
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``value`` if it is a bool; a clear error naming the allowed values otherwise."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+class TrajectorySource(FeedbackSource):
+    """A source whose content is a rendered list of steps (§3.3): holds and validates the rendering knobs."""
+
+    def __init__(self, format: str = "response", max_steps: int = 0, remove_thinking: bool = True) -> None:
+        self.format = normalize_format(format)
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int):
+            raise ValueError(f"max_steps must be an integer >= 0 (0 = all steps), got {max_steps!r}")
+        self.max_steps = check_max_steps(max_steps)
+        self.remove_thinking = check_bool("remove_thinking", remove_thinking)
+
+    def render(self, steps: Sequence[Step]) -> str:
+        return render_steps(steps, self.format, self.max_steps, self.remove_thinking)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(format={self.format!r}, max_steps={self.max_steps!r}, "
+            f"remove_thinking={self.remove_thinking!r})"
+        )

@@ -69,7 +69,17 @@ def group() -> list[Trajectory]:
 
 
 def test_registry_and_attributes():
-    assert FEEDBACK_SOURCES == {"none": NoFeedback, "immediate": ImmediateFeedback, "state_diff": StateDiffFeedback}
+    from serl.feedback import CurrentTrajectory, FutureTrajectory, NextObservation, SuccessfulTrajectory
+
+    assert FEEDBACK_SOURCES == {
+        "none": NoFeedback,
+        "immediate": ImmediateFeedback,
+        "state_diff": StateDiffFeedback,
+        "next_obs": NextObservation,
+        "future": FutureTrajectory,
+        "success": SuccessfulTrajectory,
+        "current": CurrentTrajectory,
+    }
     assert ImmediateFeedback.title == "Immediate feedback from the current step:"
     assert StateDiffFeedback.title == "State change caused by the current step:"
     assert (ImmediateFeedback.enabled, StateDiffFeedback.enabled, NoFeedback.enabled) == (True, True, False)
