@@ -16,6 +16,13 @@ Reference behaviour (SERL_REFERENCE §4.2, ``PC :: _build_anchor_groups``):
 
 Both return one anchor id per item; ids are consecutive integers in order of first appearance.
 
+State-change anchor values (beyond the reference, DESIGN.md §4, SERL_REFERENCE §10.14):
+:func:`effective_observations` maps each step of one trajectory to the observation of the state its action
+was taken from — its own observation, except that a no-op response (ALFWorld's "Nothing happens.") says
+nothing about the state, so the walk goes back to the most recent earlier observation that is a state.
+``serl.insertion.anchor`` (``key="state_change"``) groups by it and ``serl.feedback.state_diff`` diffs
+against it (one definition for both).
+
 Candidate-action text (SERL_REFERENCE §4.3, ``PC :: _normalize_candidate_action_text``; think removal
 §3.2, ``RT :: _remove_thinking_trace``): :func:`strip_thinking` and :func:`candidate_action`. They live
 here, not in ``serl.insertion``, so that later feedback sources that render responses (success / future
@@ -30,9 +37,11 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Hashable, Sequence
+from typing import Hashable, Iterable, Sequence
 
 EMPTY_ACTION = "(empty action)"
+#: ALFWorld's answer to an unknown or inadmissible command (SERL_REFERENCE §3.1): not a state.
+DEFAULT_NOOP_MESSAGES = ("Nothing happens.",)
 
 _THINK_RE = re.compile(r"<think>.*?</think>\s*", re.DOTALL | re.IGNORECASE)
 _ACTION_RE = re.compile(r"<action>(.*?)</action>", re.DOTALL | re.IGNORECASE)
@@ -82,6 +91,37 @@ def group_by_similarity(observations: Sequence[str], threshold: float) -> list[i
             ids.append(len(representatives))
             representatives.append(obs)
     return ids
+
+
+def is_state(observation: str, noop_messages: Iterable[str] = DEFAULT_NOOP_MESSAGES) -> bool:
+    """True when ``observation`` describes a state: not blank and, stripped, not one of ``noop_messages``."""
+    text = observation.strip()
+    return bool(text) and text not in {m.strip() for m in noop_messages}
+
+
+def effective_observations(
+    observations: Sequence[str], noop_messages: Iterable[str] = DEFAULT_NOOP_MESSAGES
+) -> list[str]:
+    """Per step of one trajectory, the observation of the state its action was taken from.
+
+    ``observations[t]`` is the raw observation step ``t`` acted on. Result ``[t]`` is the most recent
+    ``observations[k]``, ``k <= t``, that :func:`is_state` (not blank, not a no-op message, compared
+    stripped); ``observations[t]`` itself when there is none. An unchanged page (WebShop invalid action)
+    is an ordinary observation and stays as it is.
+
+    >>> effective_observations(["room", "desk", "Nothing happens.", " ", "desk"])
+    ['room', 'desk', 'desk', 'desk', 'desk']
+    >>> effective_observations(["Nothing happens.", "room"])
+    ['Nothing happens.', 'room']
+    """
+    noop = tuple(noop_messages)
+    out: list[str] = []
+    last: str | None = None
+    for obs in observations:
+        if is_state(obs, noop):
+            last = obs
+        out.append(obs if last is None else last)
+    return out
 
 
 def strip_thinking(text: str) -> str:

@@ -58,6 +58,7 @@ class FeedbackSource(ABC):
     title: ClassVar[str]  # section title, e.g. "Immediate feedback from the current step:"
     enabled: ClassVar[bool] = True  # False => the trainer runs no teacher at all (plain GRPO)
     per_candidate: ClassVar[bool] = True  # anchor insertion: inside the candidate table (True) or appended
+    candidate_rank: ClassVar[int] = 0  # order under a candidate action: 0 its outcome, 1 its future (§4.3)
 
     @abstractmethod
     def content(self, group: Sequence[Trajectory], traj_idx: int, step_idx: int) -> str | None:

@@ -50,6 +50,7 @@ class FutureTrajectory(TrajectorySource):
 
     name = "future"
     title = "Observed future trajectory of the current step:"
+    candidate_rank = 1  # under an anchor's candidate action, after the feedback / next-observation lines (§4.3)
 
     def content(self, group: Sequence[Trajectory], traj_idx: int, step_idx: int) -> str | None:
         return self.render(group[traj_idx].steps[step_idx + 1:])

@@ -13,9 +13,11 @@ Definition. For step ``t`` of a trajectory:
 * ``before`` = the observation the action was taken from: ``step.observation``, except when that
   observation is itself a no-op message (the step follows a failed command, so the text says nothing about
   the state) — then the most recent earlier observation of the same trajectory that is not a no-op message
-  (falling back to ``step.observation`` if there is none). This walk-back is a refinement of "the
-  observation before the action"; without it every step after a "Nothing happens." would show
-  ``- Nothing happens.`` as if that were a state.
+  (falling back to ``step.observation`` if there is none); blank observations are skipped the same way.
+  This walk-back is a refinement of "the observation before the action"; without it every step after a
+  "Nothing happens." would show ``- Nothing happens.`` as if that were a state. It is
+  :func:`serl.algo.anchors.effective_observations`, the same function that defines the
+  ``state_change`` anchors of ``serl.insertion.anchor``.
 * Both texts are split into *units* by :func:`split_units`:
 
   1. split into lines (``str.splitlines``);
@@ -46,11 +48,11 @@ import difflib
 import re
 from typing import Sequence
 
+from serl.algo.anchors import DEFAULT_NOOP_MESSAGES, effective_observations
 from serl.feedback.base import FeedbackSource, clean
 from serl.types import Trajectory
 
 NO_CHANGE = "The action changed nothing."
-DEFAULT_NOOP_MESSAGES = ("Nothing happens.",)
 
 _SENTENCE_BOUNDARY = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 _PAGE_SEPARATOR = "[SEP]"
@@ -95,11 +97,8 @@ class StateDiffFeedback(FeedbackSource):
 
     def state_before(self, traj: Trajectory, step_idx: int) -> str:
         """Observation the action was taken from, skipping no-op messages (module docstring)."""
-        for k in range(step_idx, -1, -1):
-            obs = traj.steps[k].observation
-            if obs.strip() and not self._is_noop(obs):
-                return obs
-        return traj.steps[step_idx].observation
+        observations = [s.observation for s in traj.steps[: step_idx + 1]]
+        return effective_observations(observations, self.noop_messages)[step_idx]
 
     def content(self, group: Sequence[Trajectory], traj_idx: int, step_idx: int) -> str | None:
         traj = group[traj_idx]

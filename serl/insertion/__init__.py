@@ -4,14 +4,14 @@
 name       class                     context of a step
 =========  ========================  ======================================================
 step       :class:`StepInsertion`    the feedback source's section for that step (§4.1)
-anchor     :class:`AnchorInsertion`  candidate actions tried from the same state (§4.2–§4.3)
+anchor     :class:`AnchorInsertion`  actions tried from the same state (§4.2–§4.3): table or pairs
 =========  ========================  ======================================================
 
 ``conf/insertion/<name>.yaml`` instantiates the class with keyword arguments. Insertion modules import only
 ``serl.types``, ``serl.algo`` and the standard library.
 """
 
-from serl.insertion.anchor import ANCHOR_KEYS, CANDIDATES_TITLE, AnchorInsertion
+from serl.insertion.anchor import ANCHOR_KEYS, CANDIDATES_TITLE, LAYOUTS, AnchorInsertion
 from serl.insertion.base import FeedbackLike, Insertion
 from serl.insertion.step import StepInsertion
 
@@ -22,6 +22,7 @@ __all__ = [
     "ANCHOR_KEYS",
     "CANDIDATES_TITLE",
     "INSERTIONS",
+    "LAYOUTS",
     "AnchorInsertion",
     "FeedbackLike",
     "Insertion",

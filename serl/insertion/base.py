@@ -19,11 +19,22 @@ from serl.types import TeacherContext, Trajectory
 
 
 class FeedbackLike(Protocol):
-    """What insertion needs from a feedback source (see ``serl.feedback.base.FeedbackSource``)."""
+    """What insertion needs from a feedback source (see ``serl.feedback.base.FeedbackSource``).
+
+    Step-level insertion uses :meth:`context`; anchor-level insertion uses :meth:`parts` and, on each part
+    (a single source), ``per_candidate``, :meth:`candidate_lines` / ``__call__``, ``title`` and ``name``.
+    """
 
     name: str
     title: str
     enabled: bool
+    per_candidate: bool  # anchor insertion: lines inside the candidate table (True) or a section after it
+    candidate_rank: int  # order of per_candidate parts under an action (0: its outcome, 1: its future)
+
+    @property
+    def label(self) -> str:
+        """The title without its trailing colon."""
+        ...
 
     def __call__(self, group: Sequence[Trajectory], traj_idx: int, step_idx: int) -> str | None:
         """Stripped, non-empty section content for one step, or ``None``."""
@@ -31,6 +42,16 @@ class FeedbackLike(Protocol):
 
     def context(self, group: Sequence[Trajectory], traj_idx: int, step_idx: int) -> TeacherContext:
         """The step's context under step-level insertion."""
+        ...
+
+    def parts(self, group: Sequence[Trajectory], traj_idx: int, step_idx: int) -> Sequence["FeedbackLike"]:
+        """The single sources contributing to this step under anchor insertion (``[]``: none)."""
+        ...
+
+    def candidate_lines(
+        self, group: Sequence[Trajectory], best: tuple[int, int], worst: tuple[int, int]
+    ) -> list[str]:
+        """Lines under one candidate action of an anchor table, for its best and worst member."""
         ...
 
 

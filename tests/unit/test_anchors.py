@@ -1,4 +1,5 @@
-"""Anchor grouping and candidate-action text (serl/algo/anchors.py; SERL_REFERENCE §4.2, §4.3, §3.2)."""
+"""Anchor grouping, state-change values and candidate-action text (serl/algo/anchors.py; SERL_REFERENCE §4.2,
+§4.3, §3.2, §10.14; DESIGN.md §4)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import difflib
 import pytest
 
 from serl.algo.anchors import (
+    DEFAULT_NOOP_MESSAGES,
     EMPTY_ACTION,
     candidate_action,
+    effective_observations,
     group_by_observation,
     group_by_similarity,
+    is_state,
     strip_thinking,
 )
 
@@ -107,6 +111,40 @@ def test_similarity_matches_brute_force_definition():
                 expected.append(len(reps))
                 reps.append(s)
         assert group_by_similarity(items, threshold) == expected
+
+
+# --------------------------------------------------------------------------- state-change values
+
+NOTHING = "Nothing happens."
+
+
+def test_is_state():
+    assert DEFAULT_NOOP_MESSAGES == (NOTHING,)
+    assert is_state("You arrive at desk 1.")
+    assert not is_state(NOTHING) and not is_state("  Nothing happens.\n") and not is_state(" ") and not is_state("")
+    assert is_state("Nothing happens. Or does it?")  # only whole messages are no-ops
+    assert is_state(NOTHING, noop_messages=()) and not is_state("huh?", noop_messages=[" huh? "])
+
+
+def test_effective_observations_walk_back():
+    obs = ["room", "desk", NOTHING, NOTHING, "  ", "drawer", NOTHING, "drawer"]
+    assert effective_observations(obs) == ["room", "desk", "desk", "desk", "desk", "drawer", "drawer", "drawer"]
+    assert effective_observations([]) == []
+    # nothing to walk back to: the step's own observation
+    assert effective_observations([NOTHING, "", "room", NOTHING]) == [NOTHING, "", "room", "room"]
+    # custom messages; the default one is then an ordinary state
+    assert effective_observations(["room", "huh?", NOTHING], noop_messages=["huh?"]) == ["room", "room", NOTHING]
+
+
+def test_effective_observations_matches_slow_definition():
+    # slow loop: for step t, the most recent k <= t whose observation is a state, else observation t itself
+    pool = ["a", "b", NOTHING, " ", "a"]
+    obs = [pool[(7 * k * k + 3 * k) % len(pool)] for k in range(40)]
+    expected = []
+    for t in range(len(obs)):
+        found = [obs[k] for k in range(t, -1, -1) if obs[k].strip() and obs[k].strip() != NOTHING]
+        expected.append(found[0] if found else obs[t])
+    assert effective_observations(obs) == expected
 
 
 # --------------------------------------------------------------------------- candidate action text
