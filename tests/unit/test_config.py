@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import subprocess
 import sys
 
@@ -10,12 +11,19 @@ import pytest
 from serl.build import ConfigError, validate, validate_eval
 from tests.helpers import CONF, ROOT, compose_cfg
 
-GROUP_FILES = sorted(p.relative_to(CONF) for p in CONF.rglob("*.yaml") if p.parent != CONF)
+ALL_FILES = sorted(p.relative_to(CONF) for p in CONF.rglob("*.yaml"))
+GROUP_FILES = [p for p in ALL_FILES if p.parent != pathlib.Path(".")]
 
 
 def test_config_tree_has_the_expected_options():
-    # Update this count when an option is added: it guards against files that silently stop composing.
-    assert len(GROUP_FILES) == 21, [str(p) for p in GROUP_FILES]
+    # Update these counts when a file is added: they guard against files that silently stop composing.
+    assert len(ALL_FILES) == 37, [str(p) for p in ALL_FILES]  # 3 primary configs (train, eval, sft) + options
+    assert len(GROUP_FILES) == 34, [str(p) for p in GROUP_FILES]
+    per_group = {g: sum(p.parent.as_posix() == g for p in GROUP_FILES) for g in sorted({p.parent.as_posix() for p in GROUP_FILES})}
+    assert per_group == {
+        "algorithm": 3, "decay": 5, "env": 1, "experiment": 1, "feedback": 15, "insertion": 2, "logger": 3,
+        "model": 3, "rollout": 1,
+    }
 
 
 @pytest.mark.parametrize("option", GROUP_FILES, ids=str)
@@ -89,6 +97,33 @@ def test_eval_config_composes_validates_and_rejects_bad_values():
     for override, needle in bad:
         with pytest.raises(ConfigError, match=needle):
             validate_eval(_compose_eval([override]))
+
+
+def test_algorithm_presets_differ_only_where_documented():
+    serl, ref, grpo = (compose_cfg([f"algorithm={a}"]).algorithm for a in ("serl", "serl_reference", "grpo"))
+    diff = lambda a, b: {k for k in a if k != "name" and a[k] != b[k]}  # noqa: E731
+    assert diff(serl, ref) == {"student_logprob"}
+    assert (serl.student_logprob, ref.student_logprob) == ("old", "current")  # SERL_REFERENCE §2, §10.6
+    assert ref.advantage == "cross_step" and ref.invalid_penalty == 0.1 and ref.teacher_sync_interval == 10
+    assert diff(serl, grpo) == {"teacher"} and grpo.teacher is False
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("feedback.format=steps", "response, observation_action"),
+        ("feedback.max_steps=-1", "max_steps"),
+        ("feedback.parts.future.format=xml", "response, observation_action"),
+        ("insertion.layout=grid", "table, pairs"),
+    ],
+)
+def test_bad_feedback_and_insertion_knobs_name_the_allowed_values(override, needle):
+    group = {"feedback.format": "feedback=future", "feedback.max_steps": "feedback=success",
+             "feedback.parts": "feedback=success_and_future", "insertion.layout": "insertion=anchor"}
+    base = next(v for k, v in group.items() if override.startswith(k))
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg([base, override]))
+    assert needle in str(err.value)
 
 
 def test_bad_anchor_key_names_allowed_keys():
