@@ -13,10 +13,13 @@ next_obs       :class:`NextObservation`       the full next student prompt (§3.
 future         :class:`FutureTrajectory`      the rest of the step's own trajectory (§3.4)
 success        :class:`SuccessfulTrajectory`  the first other won trajectory of the group (§3.4)
 current        :class:`CurrentTrajectory`     the step's trajectory before it (beyond ref., §10.15)
+judge          :class:`TrajectoryJudge`       an LLM critic's verdict on the trajectory (§3.6)
 =============  =============================  ==================================================
 
 Combinations (``combine``): :class:`AllOf` (the reference's "and" modes) and :class:`FirstAvailable` (its
 "or" mode), composed in ``conf/feedback/<a>_and_<b>.yaml`` / ``<a>_or_<b>.yaml`` (§3.5).
+
+``judge_success`` is :class:`TrajectoryJudge` with ``with_success_reference=True``.
 
 Feedback modules import only ``serl.types``, ``serl.algo`` and the standard library.
 """
@@ -26,6 +29,7 @@ from serl.feedback.combine import AllOf, FirstAvailable
 from serl.feedback.current import CurrentTrajectory
 from serl.feedback.future import FutureTrajectory
 from serl.feedback.immediate import ImmediateFeedback
+from serl.feedback.judge import TrajectoryJudge
 from serl.feedback.next_obs import NextObservation
 from serl.feedback.none import NoFeedback
 from serl.feedback.state_diff import NO_CHANGE, StateDiffFeedback
@@ -42,6 +46,7 @@ FEEDBACK_SOURCES: dict[str, type[FeedbackSource]] = {
         FutureTrajectory,
         SuccessfulTrajectory,
         CurrentTrajectory,
+        TrajectoryJudge,
     )
 }
 
@@ -58,4 +63,5 @@ __all__ = [
     "NoFeedback",
     "StateDiffFeedback",
     "SuccessfulTrajectory",
+    "TrajectoryJudge",
 ]

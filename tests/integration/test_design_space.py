@@ -25,7 +25,7 @@ def judge_url():
     """A real chat-completions server on a free loopback port, answering with the tiny model."""
     from serl.policy.serve import load_chat_model, make_server
 
-    server = make_server(load_chat_model("tiny", max_new_tokens=8, min_new_tokens=4), port=0)
+    server = make_server(load_chat_model("tiny", max_new_tokens=12, min_new_tokens=8, repetition_penalty=1.5), port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     host, port = server.server_address[:2]

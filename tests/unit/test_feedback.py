@@ -69,7 +69,13 @@ def group() -> list[Trajectory]:
 
 
 def test_registry_and_attributes():
-    from serl.feedback import CurrentTrajectory, FutureTrajectory, NextObservation, SuccessfulTrajectory
+    from serl.feedback import (
+        CurrentTrajectory,
+        FutureTrajectory,
+        NextObservation,
+        SuccessfulTrajectory,
+        TrajectoryJudge,
+    )
 
     assert FEEDBACK_SOURCES == {
         "none": NoFeedback,
@@ -79,6 +85,7 @@ def test_registry_and_attributes():
         "future": FutureTrajectory,
         "success": SuccessfulTrajectory,
         "current": CurrentTrajectory,
+        "judge": TrajectoryJudge,
     }
     assert ImmediateFeedback.title == "Immediate feedback from the current step:"
     assert StateDiffFeedback.title == "State change caused by the current step:"
