@@ -98,6 +98,10 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     _check(int(cfg.eval_every) >= 0, "eval_every", cfg.eval_every, "must be >= 0 (0: never evaluate)")
     _validate_eval_knobs(cfg.eval, "eval.")
     _validate_runtime(cfg)
+    tl = cfg.teacher_log
+    _check(int(tl.every) >= 0, "teacher_log.every", tl.every, "must be >= 0 (0: never dump)")
+    _check(int(tl.max_samples) >= 1, "teacher_log.max_samples", tl.max_samples, "must be >= 1")
+    _check(int(tl.max_chars) >= 0, "teacher_log.max_chars", tl.max_chars, "must be >= 0 (0: no truncation)")
 
     lr = cfg.learner
     _check(float(lr.lr) > 0, "learner.lr", lr.lr, "must be > 0")
@@ -288,6 +292,7 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path):
     from serl.evaluation import EvalSettings
     from serl.learner import Learner
     from serl.teacher import TeacherScorer
+    from serl.teacher_log import TeacherLogSettings
     from serl.trainer import Trainer, TrainerSettings
 
     parts = validate(cfg)
@@ -356,6 +361,11 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path):
         resume=str(cfg.resume) if cfg.resume else None,
         eval_every=int(cfg.eval_every),
         evaluation=evaluation,
+        teacher_log=TeacherLogSettings(
+            every=int(cfg.teacher_log.every),
+            max_samples=int(cfg.teacher_log.max_samples),
+            max_chars=int(cfg.teacher_log.max_chars),
+        ),
         extra_summary={
             "run_name": str(cfg.run_name),
             "model_path": source.path,

@@ -3,6 +3,8 @@
 Only this module imports ``wandb``. Every tracker gets the same calls:
 
 * ``log(metrics, step)`` once per training step (flat ``{"namespace/name": float}``);
+* ``log_table(key, columns, rows, step)`` for a table (the teacher samples, ``serl/teacher_log.py``);
+  only W&B keeps tables, the other trackers ignore them;
 * ``summary(values)`` once at the end;
 * ``close(ok)`` always (also after a crash, so nothing logged is lost).
 
@@ -45,6 +47,9 @@ class Tracker:
     """Interface: no-op defaults."""
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
+        pass
+
+    def log_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], step: int) -> None:
         pass
 
     def summary(self, values: Mapping[str, Any]) -> None:
@@ -183,6 +188,10 @@ class MultiTracker(Tracker):
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         for t in self.trackers:
             t.log(metrics, step)
+
+    def log_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], step: int) -> None:
+        for t in self.trackers:
+            t.log_table(key, columns, rows, step)
 
     def summary(self, values: Mapping[str, Any]) -> None:
         for t in self.trackers:

@@ -11,6 +11,10 @@ with ``eval_every = N > 0``, after every N-th training step and after the last o
 held-out games through :func:`serl.evaluation.evaluate` — the same code as ``scripts/eval.py`` — and the
 ``eval/*`` metrics are logged with that step's training metrics; the per-game rows go to
 ``<run>/evals/step_<step>.json``. Evaluation restores the RNG state, so it does not change the training run.
+
+Teacher inspection (SERL_REFERENCE §7.1 ``dump_teacher_log``): with ``teacher_log.every = N > 0``, every N-th
+step while the teacher is active writes ``<run>/teacher/step_<step>.jsonl`` and a W&B ``teacher/samples``
+table (:mod:`serl.teacher_log`). A failing dump warns and sets ``teacher_log/errors``; it never stops training.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -35,8 +40,18 @@ from serl.insertion.base import Insertion
 from serl.learner import Learner
 from serl.rollout.base import RolloutWorker
 from serl.teacher import TeacherScorer
+from serl.teacher_log import (
+    TABLE_COLUMNS,
+    TABLE_KEY,
+    TeacherLogSettings,
+    build_records,
+    dump_path,
+    select_rows,
+    table_rows,
+    write_records,
+)
 from serl.tracking import Tracker, atomic_write_text
-from serl.types import Step, TeacherContext, Trajectory
+from serl.types import Step, TeacherContext, TrainBatch, Trajectory
 
 ADVANTAGE_CHOICES = ("cross_step", "trajectory")
 
@@ -55,6 +70,7 @@ class TrainerSettings:
     resume: str | None = None
     eval_every: int = 0  # evaluate every N training steps and after the last one (0: never)
     evaluation: EvalSettings | None = None  # what an evaluation plays (needed when eval_every > 0)
+    teacher_log: TeacherLogSettings = field(default_factory=TeacherLogSettings)  # teacher dumps (off by default)
     extra_summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -187,6 +203,7 @@ class Trainer:
         sizes = [c.anchor_size for c in contexts if c.anchor_size is not None]
         if sizes:
             m["serl/anchor_group_size_mean"] = _mean(sizes)
+            m["serl/anchor_action_count_mean"] = _mean([c.anchor_actions for c in contexts if c.anchor_actions is not None])
         return m
 
     # ------------------------------------------------------------------------------------ the loop
@@ -336,11 +353,59 @@ class Trainer:
         metrics["time/teacher_s"] = t_teacher
         metrics["time/update_s"] = t_update
         metrics["time/weight_sync_s"] = t_sync
+        if teacher_active and self.s.teacher_log.due(self.step):
+            metrics.update(self._teacher_log(batch, advantages, steps, owners, contexts, lam))
         metrics["time/step_s"] = time.time() - t_step
         for k, v in metrics.items():
             if isinstance(v, float) and not math.isfinite(v):
                 raise FloatingPointError(f"metric {k} is {v} at training step {self.step}")
         return metrics
+
+    def _teacher_log(
+        self,
+        batch: TrainBatch,
+        advantages: torch.Tensor,
+        steps: list[Step],
+        owners: list[Trajectory],
+        contexts: list[TeacherContext],
+        lam: float,
+    ) -> dict[str, float]:
+        """Write ``<run>/teacher/step_<step>.jsonl`` and log the ``teacher/samples`` table (serl/teacher_log.py).
+
+        Prompts are the exact ids each model scored, decoded with their special tokens: the student's
+        ``prompt_ids`` and the teacher's :meth:`~serl.teacher.TeacherScorer.prompt_ids` (middle-out truncation
+        included). Any failure becomes a warning and ``teacher_log/errors = 1``; training goes on.
+        """
+        cfg, teacher = self.s.teacher_log, self.teacher
+        assert teacher is not None  # only called while the teacher is active
+        tok = teacher.tokenizer
+
+        def teacher_prompt(i: int) -> str | None:  # bumps teacher.truncated/dropped, read before this call
+            ids = teacher.prompt_ids(steps[i].prompt, contexts[i])
+            return None if ids is None else tok.decode(ids)
+
+        try:
+            records = build_records(
+                step=self.step,
+                lam=lam,
+                weight_clip=self.learner.weight_clip,
+                batch=batch,
+                advantages=advantages.tolist(),
+                steps=steps,
+                owners=owners,
+                contexts=contexts,
+                rows=select_rows(batch.has_context.tolist(), cfg.max_samples),
+                student_prompt=lambda i: tok.decode(steps[i].prompt_ids),
+                teacher_prompt=teacher_prompt,
+                token_text=lambda t: self.decode([t]),
+                max_chars=cfg.max_chars,
+            )
+            write_records(dump_path(self.s.run_dir, self.step), records)
+            self.tracker.log_table(TABLE_KEY, TABLE_COLUMNS, table_rows(records), step=self.step)
+        except Exception as e:  # inspection must never stop training
+            warnings.warn(f"teacher log of step {self.step} failed: {type(e).__name__}: {e}", RuntimeWarning)
+            return {"teacher_log/errors": 1.0}
+        return {"teacher_log/errors": 0.0}
 
     def summary(self, start: int, wall_s: float, ok: bool) -> dict[str, Any]:
         last = self.history[-1] if self.history else {}

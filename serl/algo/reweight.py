@@ -34,7 +34,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["serl_reweight", "U_CLAMP", "CLIP_TOL"]
+__all__ = ["serl_reweight", "token_weights", "U_CLAMP", "CLIP_TOL"]
 
 U_CLAMP = 20.0  # §5.2: u = clamp(sign(A)·Δ, −20, 20)
 CLIP_TOL = 1e-6  # §5.3: w "at a bound" within ±1e-6
@@ -45,6 +45,21 @@ def _check_2d_like(name: str, x: Tensor, shape: torch.Size) -> None:
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.shape != shape:
         raise ValueError(f"{name} must have shape [N, T] = {tuple(shape)} (like advantages), got {tuple(x.shape)}")
+
+
+def token_weights(
+    advantages: Tensor, student_logprobs: Tensor, teacher_logprobs: Tensor, weight_clip: float = 0.2
+) -> tuple[Tensor, Tensor]:
+    """``(Δ, w)``, both ``[N, T]``: the teacher/student gap and the clipped sign-aware weight of §5.2.
+
+    ``Δ = ℓT − ℓS`` (detached); ``w = clamp(exp(clamp(sign(A)·Δ, −20, 20)), 1 − c, 1 + c)``, so ``w = 1``
+    where ``A = 0``. Every token gets a value; which tokens are reweighted is :func:`serl_reweight`'s business.
+    """
+    delta = (teacher_logprobs.detach() - student_logprobs.detach()).to(advantages.dtype)  # §5.2: Δ_t
+    # §5.2: u_t = clamp(sign(A_t)·Δ_t, −20, 20), sign(0) = 0
+    u = torch.clamp(torch.sign(advantages.detach()) * delta, -U_CLAMP, U_CLAMP)
+    # §5.2: w_t = clamp(exp(u_t), 1 − c, 1 + c)
+    return delta, torch.clamp(torch.exp(u), 1.0 - weight_clip, 1.0 + weight_clip)
 
 
 def serl_reweight(
@@ -101,12 +116,7 @@ def serl_reweight(
     # §5.2: sel_t = response_mask_t ∧ serl_mask_row ∧ action_mask_t
     sel = resp & ctx_rows[:, None] & action_mask.bool()
 
-    # §5.2: Δ_t = stopgrad(ℓT_t − ℓS_t)
-    delta = (teacher_logprobs.detach() - student_logprobs.detach()).to(adv.dtype)
-    # §5.2: u_t = clamp(sign(A_t)·Δ_t, −20, 20), sign(0) = 0
-    u = torch.clamp(torch.sign(adv) * delta, -U_CLAMP, U_CLAMP)
-    # §5.2: w_t = clamp(exp(u_t), 1 − c, 1 + c)
-    w = torch.clamp(torch.exp(u), 1.0 - c, 1.0 + c)
+    delta, w = token_weights(adv, student_logprobs, teacher_logprobs, c)  # §5.2: Δ_t, w_t
 
     resp_f = resp.to(adv.dtype)
     if lam == 0.0:
