@@ -14,17 +14,9 @@ from serl.feedback import (
 )
 from serl.feedback.state_diff import split_units, unit_diff
 from serl.types import Step, TeacherContext, Trajectory
+from tests.group_fixture import COUNTER, DESK, NOTHING, PICK_MUG, ROOM
 
-ROOM = (
-    "-= Welcome to TextWorld, ALFRED! =-\n\n"
-    "You are in the middle of a room. Looking quickly around you, you see a countertop 1, a desk 1, "
-    "and a drawer 1.\n\n"
-    "Your task is to: put a mug in desk."
-)
-COUNTER = "You arrive at countertop 1. On the countertop 1, you see a mug 1, and a plate 2."
-PICK = "You pick up the mug 1 from the countertop 1."
-DESK = "You arrive at desk 1. On the desk 1, you see a pen 1."
-NOTHING = "Nothing happens."
+PICK = PICK_MUG
 
 
 def step(step_id: int, observation: str, action: str, feedback: str, reward: float = 0.0, done: bool = False) -> Step:

@@ -1,15 +1,6 @@
 """Insertion granularity × feedback source (serl/insertion; SERL_REFERENCE §4). Expected texts are hand-derived.
 
-The fixture group (4 trajectories of one ALFWorld-like game, "put a mug in desk"):
-
-    traj 0 (won, return 10): ROOM -go to countertop 1-> COUNTER -take mug 1-> PICK_MUG -go to desk 1-> DESK
-                              -move mug 1 to desk 1-> PUT (reward 10, last step)
-    traj 1 (return 0): ROOM -go to countertop 1-> COUNTER -take plate 2-> PICK_PLATE -take mug 1-> NOTHING
-                              -go to desk 1-> DESK (last step)
-    traj 2 (return 0): ROOM -go to drawer 1-> DRAWER -(no tags) "I should open drawer 1"-> NOTHING
-                              -go to desk 1-> DESK (last step)
-    traj 3 (return 0): ROOM -go to countertop 1 (an <action> inside the thinking says drawer)-> COUNTER
-                              -examine countertop 1-> EXAMINED -(empty action)-> "  " (blank, artificial; last)
+The fixture group is ``tests/group_fixture.py`` (4 trajectories of one game; its docstring draws them).
 
 Exact anchors (first appearance over (step_id, traj)): 0 ROOM {(0,0),(1,0),(2,0),(3,0)}; 1 COUNTER {(0,1),(1,1),
 (3,1)}; 2 DRAWER {(2,1)}; 3 PICK_MUG {(0,2)}; 4 PICK_PLATE {(1,2)}; 5 NOTHING {(1,3),(2,2)} (two unrelated
@@ -418,18 +409,21 @@ def test_anchor_without_think_removal(group):
     )
 
 
+def small_group(rows: list[list]) -> list[Trajectory]:
+    """A group of failed trajectories with the given steps (trajectory i = rows[i])."""
+    return [Trajectory(group_id=0, traj_id=i, game="g", task_type="t", task="t", steps=steps)
+            for i, steps in enumerate(rows)]
+
+
 def test_anchor_best_worst_tie_breaking():
     # one anchor, one action, four failing occurrences: best = smallest step_id then smallest traj;
     # worst = largest step_id then largest traj. Feedback tells them apart.
     S = "same state"
-    grp = [
-        Trajectory(group_id=0, traj_id=0, game="g", task_type="t", task="t",
-                   steps=[mk_step(0, "other", act("x"), "o0"), mk_step(1, S, act("go"), "t0s1")]),
-        Trajectory(group_id=0, traj_id=1, game="g", task_type="t", task="t",
-                   steps=[mk_step(0, S, act("go"), "t1s0"), mk_step(1, S, act("go"), "t1s1")]),
-        Trajectory(group_id=0, traj_id=2, game="g", task_type="t", task="t",
-                   steps=[mk_step(0, S, act("go"), "t2s0")]),
-    ]
+    grp = small_group([
+        [mk_step(0, "other", act("x"), "o0"), mk_step(1, S, act("go"), "t0s1")],
+        [mk_step(0, S, act("go"), "t1s0"), mk_step(1, S, act("go"), "t1s1")],
+        [mk_step(0, S, act("go"), "t2s0")],
+    ])
     ctx = AnchorInsertion().contexts(grp, ImmediateFeedback())
     assert ctx[1][0].text == (
         "Candidate actions tried from this state:\n"
@@ -607,14 +601,11 @@ def test_anchor_pairs_immediate(group):
 def test_anchor_pairs_distinct_pairs_in_member_order():
     # one action, four members with four different responses: one line each, in (trajectory, step) order
     S = "same state"
-    grp = [
-        Trajectory(group_id=0, traj_id=0, game="g", task_type="t", task="t",
-                   steps=[mk_step(0, "other", act("x"), "o0"), mk_step(1, S, act("go"), "t0s1")]),
-        Trajectory(group_id=0, traj_id=1, game="g", task_type="t", task="t",
-                   steps=[mk_step(0, S, act("go"), "t1s0"), mk_step(1, S, act("Go"), "t0s1")]),
-        Trajectory(group_id=0, traj_id=2, game="g", task_type="t", task="t",
-                   steps=[mk_step(0, S, act("stay"), "t0s1")]),
-    ]
+    grp = small_group([
+        [mk_step(0, "other", act("x"), "o0"), mk_step(1, S, act("go"), "t0s1")],
+        [mk_step(0, S, act("go"), "t1s0"), mk_step(1, S, act("Go"), "t0s1")],
+        [mk_step(0, S, act("stay"), "t0s1")],
+    ])
     ctx = AnchorInsertion(layout="pairs").contexts(grp, ImmediateFeedback())
     assert ctx[2][0].text == f"{IMM}\naction go, t0s1\naction go, t1s0\naction stay, t0s1"
 
