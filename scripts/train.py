@@ -75,6 +75,8 @@ def print_summary(summary: dict, trackers: dict[str, str], plot: Path | None) ->
         lines.append(f"  evals:      {run_dir / 'evals'}  (re-evaluate: scripts/eval.py model.path={run_dir})")
     if plot is not None:
         lines.append(f"  curves:     {plot}")
+    if (run_dir / "teacher").is_dir():
+        lines.append(f"  teacher:    {run_dir / 'teacher'}  (what the teacher saw and its per-action-token weights)")
     lines += wandb_lines(trackers, label_width=14)
     print("\n".join(lines))
 
