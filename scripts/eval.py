@@ -92,7 +92,7 @@ def main(cfg: DictConfig) -> dict:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    worker = build_worker(cfg, model, tokenizer, suite)
+    worker = build_worker(cfg, model, tokenizer, suite, source.path)
     tracker = build_tracker(cfg, run_dir, tags=[str(cfg.env.name), "eval"], job_type="eval")
     ok = False
     try:

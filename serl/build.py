@@ -30,7 +30,7 @@ class ConfigError(ValueError):
 DTYPES = ("float32", "bfloat16")
 ADVANTAGES = ("cross_step", "trajectory")
 STUDENT_LOGPROBS = ("old", "current")
-ROLLOUT_BACKENDS = ("hf",)
+ROLLOUT_BACKENDS = ("hf", "vllm")
 LOGGER_MODES = ("auto", "online", "offline", "disabled")
 
 
@@ -71,6 +71,17 @@ def _validate_runtime(cfg: DictConfig) -> None:
     _check(int(r.max_new_tokens) >= 1, "rollout.max_new_tokens", r.max_new_tokens, "must be >= 1")
     _check(0 < float(r.top_p) <= 1, "rollout.top_p", r.top_p, "must be in (0, 1]")
     _check(int(r.max_prompt_tokens) >= 1, "rollout.max_prompt_tokens", r.max_prompt_tokens, "must be >= 1")
+    if r.name == "vllm":
+        from serl.policy.vllm_engine import INSTALL_HINT, vllm_available
+
+        _check(vllm_available(), "rollout", r.name, INSTALL_HINT)
+        budget = int(r.max_prompt_tokens) + int(r.max_new_tokens)
+        _check(int(r.max_model_len) >= budget, "rollout.max_model_len", r.max_model_len,
+               f"must be >= rollout.max_prompt_tokens + rollout.max_new_tokens = {budget}")
+        _check(int(r.tensor_parallel_size) >= 1, "rollout.tensor_parallel_size", r.tensor_parallel_size, "must be >= 1")
+        _check(0 < float(r.gpu_memory_utilization) <= 1, "rollout.gpu_memory_utilization", r.gpu_memory_utilization,
+               "must be in (0, 1]")
+        _check(float(r.kv_cache_gb) > 0, "rollout.kv_cache_gb", r.kv_cache_gb, "must be > 0")
     _one_of("model.dtype", cfg.model.dtype, DTYPES)
     _one_of("logger.mode", cfg.logger.mode, LOGGER_MODES)
     _check(int(cfg.env.max_turns) >= 1, "env.max_turns", cfg.env.max_turns, "must be >= 1")
@@ -237,14 +248,41 @@ def build_policy(cfg: DictConfig) -> tuple[Any, Any, PolicySource]:
     return model, tokenizer, source
 
 
-def build_worker(cfg: DictConfig, model: Any, tokenizer: Any, suite: Any):
-    """The rollout worker over the ``cfg.rollout`` backend (HF ``generate``) sampling from ``model``."""
+def build_generator(cfg: DictConfig, model: Any, tokenizer: Any, model_path: str):
+    """The ``cfg.rollout`` backend sampling from ``model``: HF ``generate`` on the model itself, or a vLLM
+    engine started from ``model_path`` (the policy's HF folder) and loaded with ``model``'s weights."""
+    r = cfg.rollout
+    if r.name == "hf":
+        from serl.rollout.hf import HFGenerator
+
+        return HFGenerator(model, tokenizer)
+    from serl.policy.models import eos_token_ids
+    from serl.policy.vllm_engine import VLLMEngine
+    from serl.rollout.vllm import VLLMGenerator
+
+    engine = VLLMEngine(
+        model_path,
+        dtype=str(cfg.model.dtype),
+        seed=int(cfg.seed),
+        max_model_len=int(r.max_model_len),
+        enforce_eager=bool(r.enforce_eager),
+        tensor_parallel_size=int(r.tensor_parallel_size),
+        gpu_memory_utilization=float(r.gpu_memory_utilization),
+        kv_cache_gb=float(r.kv_cache_gb),
+    )
+    generator = VLLMGenerator(engine, tokenizer, eos_token_ids(model, tokenizer))
+    generator.sync_weights(model)  # a checkpoint or LoRA on top of the folder: serve exactly the policy
+    return generator
+
+
+def build_worker(cfg: DictConfig, model: Any, tokenizer: Any, suite: Any, model_path: str):
+    """The rollout worker over the ``cfg.rollout`` backend sampling from ``model`` (see
+    :func:`build_generator`; ``model_path`` is the folder the policy was loaded from)."""
     from serl.rollout.base import RolloutWorker
-    from serl.rollout.hf import HFGenerator
 
     r = cfg.rollout
     return RolloutWorker(
-        HFGenerator(model, tokenizer),
+        build_generator(cfg, model, tokenizer, model_path),
         tokenizer,
         suite,
         max_new_tokens=int(r.max_new_tokens),
@@ -311,7 +349,7 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path):
     model, tokenizer, source = build_policy(cfg)
 
     a, r, lr = cfg.algorithm, cfg.rollout, cfg.learner
-    worker = build_worker(cfg, model, tokenizer, suite)
+    worker = build_worker(cfg, model, tokenizer, suite, source.path)
     learner = Learner(
         model,
         lr=float(lr.lr),

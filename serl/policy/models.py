@@ -71,7 +71,7 @@ def resolve_model_path(
     if name.lower() == TINY_NAME:
         from serl.policy.tiny import build_tiny_model
 
-        return str(build_tiny_model(cache / "tiny-qwen2-seed0", seed=0, arch="qwen2"))
+        return str(build_tiny_model(cache / "tiny-qwen2-h32-seed0", seed=0, arch="qwen2"))
     path = Path(name).expanduser()
     if path.exists():
         return str(path)
@@ -308,3 +308,20 @@ def apply_lora(model, lora: dict[str, Any]):
     if getattr(model.base_model.model, "is_gradient_checkpointing", False):
         model.enable_input_require_grads()  # checkpointed blocks need a grad-requiring input
     return model
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """End-of-sequence ids that stop a response: the tokenizer's, then any extra ones of the model's
+    generation config (instruct models often list several, e.g. ``<|im_end|>`` and ``<|endoftext|>``).
+    Both rollout backends stop on exactly these ids."""
+    ids: list[int] = []
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if gen_eos is not None:
+        for i in [gen_eos] if isinstance(gen_eos, int) else gen_eos:
+            if int(i) not in ids:
+                ids.append(int(i))
+    if not ids:
+        raise ValueError("no end-of-sequence token id (neither the tokenizer nor the generation config has one)")
+    return ids

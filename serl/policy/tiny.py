@@ -1,6 +1,7 @@
 """A tiny random causal LM with a locally trained tokenizer, for tests and smoke runs (DESIGN.md §5).
 
-The model is a 2-layer Qwen2 (or Llama) with hidden size 64; the tokenizer is a byte-level BPE trained by
+The model is a 2-layer Qwen2 (or Llama) with hidden size 64 and 2 heads of size 32 (the smallest head size
+vLLM's CPU attention supports, so the vLLM backend is tested on it too); the tokenizer is a byte-level BPE trained by
 the ``tokenizers`` library on a small built-in ALFWorld-like corpus (vocab ~1000), wrapped as a
 ``PreTrainedTokenizerFast`` with ChatML special tokens and a ChatML chat template, so that the student's
 single user message (SERL_REFERENCE §1.3) and the ``<think>…</think><action>…</action>`` format (§6.1)
@@ -157,8 +158,8 @@ def _build_model(tokenizer, seed: int, arch: str):
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=2,  # head size 32: the smallest vLLM's CPU attention kernels support
+        num_key_value_heads=1,
         max_position_embeddings=8192,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,

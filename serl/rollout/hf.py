@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from serl.policy.models import eos_token_ids
 from serl.rollout.base import Generation
 
 
@@ -74,20 +75,7 @@ class HFGenerator:
         if pad is None:
             raise ValueError("HFGenerator needs a tokenizer with a pad or eos token")
         self.pad_id = int(pad)
-        self.eos_ids = self._eos_ids()
-
-    def _eos_ids(self) -> list[int]:
-        ids: list[int] = []
-        if self.tokenizer.eos_token_id is not None:
-            ids.append(int(self.tokenizer.eos_token_id))
-        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        if gen_eos is not None:
-            for i in [gen_eos] if isinstance(gen_eos, int) else gen_eos:
-                if int(i) not in ids:
-                    ids.append(int(i))
-        if not ids:
-            raise ValueError("HFGenerator needs an eos token id (tokenizer or generation_config)")
-        return ids
+        self.eos_ids = eos_token_ids(model, tokenizer)
 
     def sync_weights(self, model: Any) -> None:
         """No-op: HF generation runs on the very model object the learner updates, so it always samples

