@@ -84,7 +84,8 @@ def _validate_runtime(cfg: DictConfig) -> None:
         _check(int(r.tensor_parallel_size) >= 1, "rollout.tensor_parallel_size", r.tensor_parallel_size, "must be >= 1")
         _check(0 < float(r.gpu_memory_utilization) <= 1, "rollout.gpu_memory_utilization", r.gpu_memory_utilization,
                "must be in (0, 1]")
-        _check(float(r.kv_cache_gb) > 0, "rollout.kv_cache_gb", r.kv_cache_gb, "must be > 0")
+        _check(isinstance(r.kv_cache_gb, int) and r.kv_cache_gb >= 1, "rollout.kv_cache_gb", r.kv_cache_gb,
+               "must be a whole number of GiB >= 1 (VLLM_CPU_KVCACHE_SPACE)")
     _one_of("model.dtype", cfg.model.dtype, DTYPES)
     _one_of("logger.mode", cfg.logger.mode, LOGGER_MODES)
     _check(int(cfg.env.max_turns) >= 1, "env.max_turns", cfg.env.max_turns, "must be >= 1")
@@ -271,7 +272,7 @@ def build_generator(cfg: DictConfig, model: Any, tokenizer: Any, model_path: str
         enforce_eager=bool(r.enforce_eager),
         tensor_parallel_size=int(r.tensor_parallel_size),
         gpu_memory_utilization=float(r.gpu_memory_utilization),
-        kv_cache_gb=float(r.kv_cache_gb),
+        kv_cache_gb=int(r.kv_cache_gb),
     )
     generator = VLLMGenerator(engine, tokenizer, eos_token_ids(model, tokenizer))
     generator.sync_weights(model)  # a checkpoint or LoRA on top of the folder: serve exactly the policy

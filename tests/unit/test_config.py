@@ -150,6 +150,7 @@ def test_vllm_rollout_without_vllm_names_the_install_command(monkeypatch):
         ("rollout.max_model_len=100", "max_prompt_tokens + rollout.max_new_tokens = 2096"),
         ("rollout.gpu_memory_utilization=0", "(0, 1]"),
         ("rollout.tensor_parallel_size=0", "must be >= 1"),
+        ("rollout.kv_cache_gb=0.5", "whole number of GiB"),
     ],
 )
 def test_bad_vllm_knobs_fail_before_the_engine_starts(override, needle):
