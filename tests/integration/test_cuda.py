@@ -82,9 +82,11 @@ def test_learner_update_on_cuda_matches_cpu(pair):
     settings = dict(lr=1e-3, mini_batch_size=4, micro_batch_size=2, entropy_coef=0.001, weight_clip=0.2)
     m_cpu = Learner(cpu, **settings).update(batch, lam=0.5)
     m_gpu = Learner(gpu, **settings).update(batch, lam=0.5)
-    moved = max(float((p - q).abs().max()) for p, q in zip(cpu.parameters(), load_policy(resolve_model_path("tiny"))[0].parameters()))
+    initial = load_policy(resolve_model_path("tiny"))[0]
+    with torch.no_grad():
+        moved = max(float((p - q).abs().max()) for p, q in zip(cpu.parameters(), initial.parameters()))
+        diff = max(float((p - q.cpu()).abs().max()) for p, q in zip(cpu.parameters(), gpu.parameters()))
     assert moved > 1e-4, "the update must move the parameters"
-    diff = max(float((p - q.cpu()).abs().max()) for p, q in zip(cpu.parameters(), gpu.parameters()))
     assert diff < TOL
     for key in ("actor/pg_loss", "serl_action_mask/weight_mean", "serl_action_mask/selected_fraction"):
         assert m_cpu[key] == pytest.approx(m_gpu[key], abs=TOL), key
