@@ -686,3 +686,33 @@ def test_anchor_writes_the_action_outcome_before_its_future_whatever_the_part_or
         "    <action>move mug 1 to desk 1</action>"
     )
     assert ctx[0][2].sources == ("anchor", "future", "immediate")
+
+
+def test_anchor_with_next_obs_current_and_judge(group):
+    # next_obs is written under the candidate action (best member (2,1): its next prompt); current and judge are
+    # the step's own sections after the table; the judge's answer for trajectory 2 is set by hand (no HTTP here)
+    from serl.feedback import AllOf, CurrentTrajectory, NextObservation, TrajectoryJudge
+
+    judge = TrajectoryJudge(model="m")
+    judge.answers = {(7, 2): "This rollout failed. Open the drawer first."}
+    ctx = AnchorInsertion().contexts(group, AllOf([NextObservation(), CurrentTrajectory(), judge]))
+    assert ctx[2][1].text == (
+        "Candidate actions tried from this state:\n"
+        "- action i should open drawer 1, tried 1 times, success count: 0/1, average return: 0.0000\n"
+        "  best outcome: failure, reward 0.0000\n"
+        "  worst outcome: failure, reward 0.0000\n"
+        "  next observation after the current step (best outcome): PROMPT[Nothing happens.]\n"
+        "\n"
+        "Current trajectory so far:\n"
+        "Step 0\n"
+        "Response:\n"
+        "<action>go to drawer 1</action>\n"
+        "\n"
+        "Trajectory Judge:\n"
+        "This rollout failed. Open the drawer first."
+    )
+    assert ctx[2][1].sources == ("anchor", "next_obs", "current", "judge")
+    # step 0 has no past (no current section); trajectory 0 has no judge answer (no judge section)
+    assert [title for title, _ in ctx[2][0].sections] == [CAND, "Trajectory Judge:"]
+    assert [title for title, _ in ctx[0][1].sections] == [CAND, "Current trajectory so far:"]
+    assert ctx[0][1].sources == ("anchor", "next_obs", "current")
