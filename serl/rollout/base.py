@@ -37,6 +37,16 @@ class Generation:
     finish_reason: str
 
 
+def check_generate_args(prompts: Sequence[Sequence[int]], max_new_tokens: int, top_p: float) -> None:
+    """The argument checks every :class:`Generator` backend makes before sampling."""
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("generate got an empty prompt")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
 class Generator(Protocol):
     def generate(
         self,

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from serl.policy.models import eos_token_ids
-from serl.rollout.base import Generation
+from serl.rollout.base import Generation, check_generate_args
 
 
 class _BehaviourLogprobs:
@@ -92,14 +92,9 @@ class HFGenerator:
         seed: int | None,
     ) -> list[Generation]:
         """Sample one response per prompt (prompt ids without padding). See the module docstring."""
+        check_generate_args(prompts, max_new_tokens, top_p)
         if not prompts:
             return []
-        if any(len(p) == 0 for p in prompts):
-            raise ValueError("HFGenerator.generate got an empty prompt")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         greedy = temperature <= 0
         device = next(self.model.parameters()).device
         n, P = len(prompts), max(len(p) for p in prompts)

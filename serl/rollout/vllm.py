@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from serl.policy.vllm_engine import VLLMEngine, policy_weights
-from serl.rollout.base import Generation
+from serl.rollout.base import Generation, check_generate_args
 
 
 class VLLMGenerator:
@@ -47,10 +47,7 @@ class VLLMGenerator:
         seed: int | None,
     ) -> list[Generation]:
         """One response per prompt (prompt ids unpadded), in order. See the module docstring."""
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        check_generate_args(prompts, max_new_tokens, top_p)
         samples = self.engine.generate(
             prompts,
             max_tokens=int(max_new_tokens),
