@@ -1,6 +1,6 @@
 """Evaluate a model or a training checkpoint on held-out games (SERL_REFERENCE §8.4 validation).
 
-    python scripts/eval.py model.path=outputs/runs/<run>        # a training run (its checkpoints/last.pt)
+    python scripts/eval.py model.path=outputs/runs/<run>        # a training run (its checkpoints/last.safetensors)
     python scripts/eval.py model.path=<HF folder or hub id> n_games=16
     python scripts/eval.py model=tiny n_games=2 temperature=0   # greedy
     python scripts/eval.py --cfg job                            # print the composed config

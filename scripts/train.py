@@ -41,6 +41,13 @@ def print_summary(summary: dict, trackers: dict[str, str], plot: Path | None) ->
     for key in sorted(summary):  # success rates averaged over the run's steps (one step is a handful of games)
         if key.startswith("mean/episode/") and "success_rate" in key:
             rows.append((key.removeprefix("mean/episode/") + " (run mean)", f"{summary[key]:.3f}"))
+    if "mean/episode/mixed_group_fraction" in summary:  # GRPO learns only from groups with mixed outcomes
+        rows.append(("groups with mixed outcomes (run mean)", f"{summary['mean/episode/mixed_group_fraction']:.3f}"))
+    if "min/serl_action_mask/weight_min" in summary:  # SERL acting: teacher weights spread around 1
+        rows.append((
+            "teacher weight min / max (run)",
+            f"{summary['min/serl_action_mask/weight_min']:.3f} / {summary['max/serl_action_mask/weight_max']:.3f}",
+        ))
     if summary.get("last_eval_step") is not None:  # held-out games, SERL_REFERENCE §8.4
         at = f"eval at step {summary['last_eval_step']}"
         for key in sorted(summary):
@@ -69,7 +76,7 @@ def print_summary(summary: dict, trackers: dict[str, str], plot: Path | None) ->
         f"  metrics:    {run_dir / 'metrics.jsonl'}",
         f"  summary:    {run_dir / 'summary.json'}",
         f"  config:     {run_dir / 'config.yaml'}",
-        f"  checkpoint: {run_dir / 'checkpoints' / 'last.pt'}",
+        f"  checkpoint: {run_dir / 'checkpoints' / 'last.safetensors'}",
     ]
     if summary.get("last_eval_step") is not None:
         lines.append(f"  evals:      {run_dir / 'evals'}  (re-evaluate: scripts/eval.py model.path={run_dir})")

@@ -27,7 +27,7 @@ class ConfigError(ValueError):
     """A config value outside its allowed range or set."""
 
 
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16")
 ADVANTAGES = ("cross_step", "trajectory")
 STUDENT_LOGPROBS = ("old", "current")
 ROLLOUT_BACKENDS = ("hf", "vllm")
@@ -198,13 +198,16 @@ class PolicySource:
 def training_checkpoint(name_or_path: str) -> Path | None:
     """The serl training checkpoint ``name_or_path`` points to, or None.
 
-    A run folder (holding ``checkpoints/last.pt``), its ``checkpoints`` folder or a ``.pt`` file counts;
+    A run folder (holding ``checkpoints/last.safetensors`` or a legacy ``last.pt``), its ``checkpoints`` folder
+    or a ``.safetensors`` / ``.pt`` file counts;
     an HF model folder (with ``config.json``), a model name or a hub id does not.
     """
     from serl.checkpoint import checkpoint_path
 
     p = Path(name_or_path).expanduser()
-    if not p.exists() or (p.is_dir() and (p / "config.json").is_file()) or (p.is_file() and p.suffix != ".pt"):
+    if not p.exists() or (p.is_dir() and (p / "config.json").is_file()):
+        return None
+    if p.is_file() and p.suffix not in (".safetensors", ".pt"):
         return None
     try:
         return checkpoint_path(p)
@@ -216,12 +219,14 @@ def build_policy(cfg: DictConfig) -> tuple[Any, Any, PolicySource]:
     """Load ``(model, tokenizer, source)`` for ``cfg.model`` on ``cfg.device``.
 
     ``model.path`` is a model name (``smollm2-135m``, ``tiny``), an HF folder, a hub id, or a serl training
-    run (its folder, ``checkpoints/`` or ``last.pt``): then the base model and LoRA settings come from that
-    run's ``config.yaml`` and the weights from its checkpoint; ``model.dtype`` and
+    run (its folder, ``checkpoints/`` or ``last.safetensors``): then the base model and LoRA settings come from
+    that run's ``config.yaml`` and the trained weights from its checkpoint; ``model.dtype`` and
     ``model.gradient_checkpointing`` stay this config's.
     """
-    from serl.checkpoint import load_checkpoint
+    from serl.checkpoint import load_checkpoint, load_trainable
     from serl.policy.models import load_policy, resolve_model_path
+
+    from serl.policy.models import resolve_dtype
 
     model_cfg = cfg.model
     ckpt = training_checkpoint(str(cfg.model.path))
@@ -237,16 +242,19 @@ def build_policy(cfg: DictConfig) -> tuple[Any, Any, PolicySource]:
     if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
         raise ConfigError(
             f"model.path={cfg.model.path!r}: {path} is neither an HF model folder (config.json) nor a serl "
-            "training run (checkpoints/last.pt)"
+            "training run (checkpoints/last.safetensors)"
         )
     lora = OmegaConf.to_container(model_cfg.lora, resolve=True) if model_cfg.get("lora") is not None else None
     model, tokenizer = load_policy(
-        path, dtype=str(cfg.model.dtype), lora=lora, gradient_checkpointing=bool(cfg.model.gradient_checkpointing)
+        path,
+        dtype=resolve_dtype(str(cfg.model.dtype), str(cfg.device)),
+        lora=lora,
+        gradient_checkpointing=bool(cfg.model.gradient_checkpointing),
     )
     source = PolicySource(path=str(path))
     if ckpt is not None:
         state = load_checkpoint(ckpt)
-        model.load_state_dict(state.model)
+        load_trainable(model, state.model, ckpt)
         source = PolicySource(path=str(path), checkpoint=str(ckpt), checkpoint_step=state.step)
     model.to(torch.device(str(cfg.device)))
     return model, tokenizer, source
@@ -260,13 +268,13 @@ def build_generator(cfg: DictConfig, model: Any, tokenizer: Any, model_path: str
         from serl.rollout.hf import HFGenerator
 
         return HFGenerator(model, tokenizer)
-    from serl.policy.models import eos_token_ids
+    from serl.policy.models import eos_token_ids, resolve_dtype
     from serl.policy.vllm_engine import VLLMEngine
     from serl.rollout.vllm import VLLMGenerator
 
     engine = VLLMEngine(
         model_path,
-        dtype=str(cfg.model.dtype),
+        dtype=resolve_dtype(str(cfg.model.dtype), str(cfg.device)),
         seed=int(cfg.seed),
         max_model_len=int(r.max_model_len),
         enforce_eager=bool(r.enforce_eager),
@@ -402,6 +410,7 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path):
         invalid_penalty=float(a.invalid_penalty),
         resume=str(cfg.resume) if cfg.resume else None,
         eval_every=int(cfg.eval_every),
+        eval_at_start=bool(cfg.eval.at_start),
         evaluation=evaluation,
         teacher_log=TeacherLogSettings(
             every=int(cfg.teacher_log.every),

@@ -1,86 +1,268 @@
 """Checkpoints that make a resumed run continue exactly (DESIGN §4, fixes SERL_REFERENCE §10.5).
 
-One file, ``<run>/checkpoints/last.pt``, holds everything the next training step depends on:
+One safetensors file, ``<run>/checkpoints/last.safetensors``, holds everything the next training step depends
+on, and nothing the run can rebuild from its ``config.yaml`` (the frozen base weights are not saved: with LoRA
+the file is megabytes, not gigabytes):
 
-* ``model``: the policy's trainable state (the full state dict, or the adapter weights with LoRA);
-* ``optimizer``: AdamW moments and step counts;
-* ``teacher``: the teacher's weights (it lags the policy by up to ``teacher_sync_interval`` steps);
-* ``step``: completed training steps — the single counter λ, the teacher sync and game sampling derive from;
-* ``rng``: python, numpy and torch generator states.
+* ``model/<name>``: the policy's trainable parameters only (``requires_grad``; with LoRA just the adapter, with
+  full fine-tuning every parameter, tied weights once);
+* ``teacher/<name>``: the teacher's snapshot of those parameters (it lags the policy by up to
+  ``teacher_sync_interval`` steps); absent without a teacher;
+* ``optimizer/<param index>/<key>``: AdamW's per-parameter state (``step``, ``exp_avg``, ``exp_avg_sq``);
+* ``rng/torch``, ``rng/numpy`` (and ``rng/cuda/<device>`` once CUDA is in use): generator states.
 
-It is written to a temp file, fsynced and renamed over the previous one, so a crash while saving never
-destroys the last finished checkpoint.
+The rest is JSON in the file's string metadata: the format version, ``step`` (completed training steps — the
+single counter λ, the teacher sync and game sampling derive from), the optimizer's ``param_groups``, python's
+RNG state, numpy's RNG scalars and ``extra``.
+
+It is written to a temp file in the same folder, fsynced and renamed over the previous one, so a crash (or a
+full disk) while saving never leaves a partial ``last.safetensors`` nor destroys the last finished checkpoint.
+A legacy ``last.pt`` (torch.save of the full state dicts) is still read by :func:`load_checkpoint`, and
+:func:`load_trainable` puts either kind of weights onto a model.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
-CHECKPOINT_NAME = "last.pt"
+from serl.policy.models import trainable_parameters
+
+CHECKPOINT_NAME = "last.safetensors"
+LEGACY_CHECKPOINT_NAME = "last.pt"  # torch.save format written before safetensors; still readable
+FORMAT = "serl-checkpoint"
+FORMAT_VERSION = 1
 
 
 @dataclass
 class TrainingState:
     step: int  # completed training steps
-    model: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]
+    model: dict[str, torch.Tensor]  # trainable parameters by name (a legacy last.pt: the full state dict)
+    optimizer: dict[str, Any]  # a torch.optim state_dict: {"state": {int: {...}}, "param_groups": [...]}
     teacher: dict[str, torch.Tensor] | None
     rng: dict[str, Any]
     extra: dict[str, Any]
 
 
+# ----------------------------------------------------------------------------------------------- RNG
 def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)
 
 
+# ------------------------------------------------------------------------------------------ weights
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Detached CPU copies of ``model``'s trainable parameters, by name (tied weights once)."""
+    return {n: p.detach().to("cpu", copy=True) for n, p in trainable_parameters(model).items()}
+
+
+def _few(names: set[str], k: int = 5) -> str:
+    shown = sorted(names)[:k]
+    more = f" (+{len(names) - k} more)" if len(names) > k else ""
+    return ", ".join(shown) + more
+
+
+def load_trainable(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """Copy a checkpoint's trainable parameters (``TrainingState.model``) into ``model``.
+
+    ``path`` is the checkpoint file the tensors came from (for errors). The names must be exactly ``model``'s
+    trainable parameter names and the shapes must match, else a ``ValueError`` names ``path``. The full state
+    dict of a legacy ``.pt`` checkpoint (frozen weights and buffers too) goes through ``model.load_state_dict``.
+    """
+    params = trainable_parameters(model)
+    saved = set(tensors)
+    if Path(path).suffix == ".pt":  # a legacy last.pt: the full state dict
+        try:
+            model.load_state_dict(dict(tensors))
+        except RuntimeError as e:
+            raise ValueError(f"checkpoint {path} does not fit this model: {e}") from e
+        return
+    missing, unexpected = set(params) - saved, saved - set(params)
+    if missing or unexpected:
+        detail = "; ".join(
+            part
+            for part in (
+                f"missing {len(missing)}: {_few(missing)}" if missing else "",
+                f"unexpected {len(unexpected)}: {_few(unexpected)}" if unexpected else "",
+            )
+            if part
+        )
+        raise ValueError(
+            f"checkpoint {path} was written by a run with a different model or LoRA setting: its trainable "
+            f"parameters do not match this model's ({detail})"
+        )
+    wrong = [
+        f"{n}: {tuple(tensors[n].shape)} in the checkpoint, {tuple(p.shape)} in the model"
+        for n, p in params.items()
+        if tuple(tensors[n].shape) != tuple(p.shape)
+    ]
+    if wrong:
+        raise ValueError(
+            f"checkpoint {path} was written by a run with a different model or LoRA setting: shapes differ "
+            f"({'; '.join(wrong[:5])}{f' (+{len(wrong) - 5} more)' if len(wrong) > 5 else ''})"
+        )
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(tensors[n])
+
+
+# ------------------------------------------------------------------------------------------- paths
 def checkpoint_path(run_or_file: str | Path) -> Path:
-    """Accept a run folder, its ``checkpoints`` folder or the file itself; return the checkpoint file."""
+    """Accept a run folder, its ``checkpoints`` folder or the file itself; return the checkpoint file
+    (``last.safetensors``, or a legacy ``last.pt``)."""
     p = Path(run_or_file)
-    for candidate in (p, p / CHECKPOINT_NAME, p / "checkpoints" / CHECKPOINT_NAME):
+    if p.is_file():
+        return p
+    candidates = [d / name for name in (CHECKPOINT_NAME, LEGACY_CHECKPOINT_NAME) for d in (p, p / "checkpoints")]
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(
         f"resume={str(run_or_file)!r}: no checkpoint found (looked for {p}, {p / CHECKPOINT_NAME} and "
-        f"{p / 'checkpoints' / CHECKPOINT_NAME})"
+        f"{p / 'checkpoints' / CHECKPOINT_NAME}, and a legacy {LEGACY_CHECKPOINT_NAME} there)"
     )
 
 
+# ------------------------------------------------------------------------------------------- JSON
+def _to_json(x: Any) -> Any:
+    """JSON-ready copy of ``x`` that keeps tuples apart from lists (optimizer ``betas`` is a tuple)."""
+    if isinstance(x, tuple):
+        return {"__tuple__": [_to_json(v) for v in x]}
+    if isinstance(x, list):
+        return [_to_json(v) for v in x]
+    if isinstance(x, dict):
+        if not all(isinstance(k, str) for k in x):
+            raise TypeError(f"checkpoint metadata needs string keys, got {list(x)[:5]}")
+        return {k: _to_json(v) for k, v in x.items()}
+    if isinstance(x, np.generic):
+        return x.item()
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    raise TypeError(f"cannot store {type(x).__name__} {x!r} in the checkpoint metadata (not JSON)")
+
+
+def _from_json(x: Any) -> Any:
+    if isinstance(x, list):
+        return [_from_json(v) for v in x]
+    if isinstance(x, dict):
+        if set(x) == {"__tuple__"}:
+            return tuple(_from_json(v) for v in x["__tuple__"])
+        return {k: _from_json(v) for k, v in x.items()}
+    return x
+
+
+def _dumps(x: Any) -> str:
+    return json.dumps(_to_json(x))
+
+
+def _loads(s: str) -> Any:
+    return _from_json(json.loads(s))
+
+
+# ------------------------------------------------------------------------------------------- write
+def _flatten(state: TrainingState) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors (by prefixed name) and string metadata of one checkpoint file."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, t in state.model.items():
+        tensors[f"model/{name}"] = t
+    if state.teacher is not None:
+        for name, t in state.teacher.items():
+            tensors[f"teacher/{name}"] = t
+    opt_scalars: dict[str, dict[str, Any]] = {}
+    for idx, per_param in state.optimizer.get("state", {}).items():
+        for key, v in per_param.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"optimizer/{int(idx)}/{key}"] = v
+            else:
+                opt_scalars.setdefault(str(int(idx)), {})[key] = v
+    rng = state.rng
+    tensors["rng/torch"] = rng["torch"]
+    kind, keys, pos, has_gauss, cached_gaussian = rng["numpy"][:5]
+    tensors["rng/numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.uint32).copy())
+    for i, s in enumerate(rng.get("cuda") or []):
+        tensors[f"rng/cuda/{i}"] = s
+    version, internal, gauss_next = rng["python"]
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "step": str(int(state.step)),
+        "has_teacher": json.dumps(state.teacher is not None),
+        "optimizer_param_groups": _dumps(state.optimizer.get("param_groups", [])),
+        "optimizer_scalars": _dumps(opt_scalars),
+        "rng_python": json.dumps([version, list(internal), gauss_next]),
+        "rng_numpy": json.dumps([kind, int(pos), int(has_gauss), float(cached_gaussian)]),
+        "extra": _dumps(state.extra),
+    }
+    # safetensors needs contiguous CPU tensors that own their storage (no two names on one buffer)
+    seen: set[int] = set()
+    out: dict[str, torch.Tensor] = {}
+    for name, t in tensors.items():
+        t = t.detach().to("cpu").contiguous()
+        storage = t.untyped_storage()
+        if t.numel() and (storage.data_ptr() in seen or storage.nbytes() != t.numel() * t.element_size()):
+            t = t.clone()
+        if t.numel():
+            seen.add(t.untyped_storage().data_ptr())
+        out[name] = t
+    return out, metadata
+
+
+def _write(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
+    """Write the file and force it to disk."""
+    save_file(tensors, str(path), metadata=metadata)
+    with open(path, "rb+") as f:
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def save_checkpoint(directory: str | Path, state: TrainingState) -> Path:
+    """Write ``directory/last.safetensors`` atomically; return its path."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / CHECKPOINT_NAME
-    tmp = directory / (CHECKPOINT_NAME + ".tmp")
-    payload = {
-        "step": state.step,
-        "model": state.model,
-        "optimizer": state.optimizer,
-        "teacher": state.teacher,
-        "rng": state.rng,
-        "extra": state.extra,
-    }
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    tensors, metadata = _flatten(state)
+    tmp = directory / f"{CHECKPOINT_NAME}.{os.getpid()}.tmp"
+    try:
+        _write(tensors, metadata, tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return final
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
     return final
 
 
-def load_checkpoint(run_or_file: str | Path) -> TrainingState:
-    path = checkpoint_path(run_or_file)
+# -------------------------------------------------------------------------------------------- read
+def _load_legacy(path: Path) -> TrainingState:
     payload = torch.load(path, map_location="cpu", weights_only=False)
     return TrainingState(
         step=int(payload["step"]),
@@ -90,3 +272,65 @@ def load_checkpoint(run_or_file: str | Path) -> TrainingState:
         rng=payload["rng"],
         extra=payload.get("extra", {}),
     )
+
+
+def load_checkpoint(run_or_file: str | Path) -> TrainingState:
+    """Read a checkpoint (see :func:`checkpoint_path` for what ``run_or_file`` may be) onto the CPU."""
+    path = checkpoint_path(run_or_file)
+    if path.suffix == ".pt":
+        return _load_legacy(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"checkpoint {path} cannot be read as a safetensors file: {e}") from e
+    if metadata.get("format") != FORMAT:
+        raise ValueError(
+            f"{path} is not a serl training checkpoint (safetensors metadata format={metadata.get('format')!r})"
+        )
+    if int(metadata.get("format_version", -1)) != FORMAT_VERSION:
+        raise ValueError(
+            f"checkpoint {path} has format version {metadata.get('format_version')!r}; this serl reads "
+            f"version {FORMAT_VERSION}"
+        )
+    try:
+        model: dict[str, torch.Tensor] = {}
+        teacher: dict[str, torch.Tensor] = {}
+        opt_state: dict[int, dict[str, Any]] = {}
+        cuda: dict[int, torch.Tensor] = {}
+        for key, t in tensors.items():
+            kind, _, rest = key.partition("/")
+            if kind == "model":
+                model[rest] = t
+            elif kind == "teacher":
+                teacher[rest] = t
+            elif kind == "optimizer":
+                idx, _, name = rest.partition("/")
+                opt_state.setdefault(int(idx), {})[name] = t
+            elif key.startswith("rng/cuda/"):
+                cuda[int(key.rsplit("/", 1)[1])] = t
+        for idx, scalars in _loads(metadata["optimizer_scalars"]).items():
+            opt_state.setdefault(int(idx), {}).update(scalars)
+        version, internal, gauss_next = json.loads(metadata["rng_python"])
+        kind, pos, has_gauss, cached_gaussian = json.loads(metadata["rng_numpy"])
+        rng: dict[str, Any] = {
+            "python": (version, tuple(internal), gauss_next),
+            "numpy": (kind, tensors["rng/numpy"].numpy().copy(), int(pos), int(has_gauss), float(cached_gaussian)),
+            "torch": tensors["rng/torch"],
+        }
+        if cuda:
+            rng["cuda"] = [cuda[i] for i in sorted(cuda)]
+        return TrainingState(
+            step=int(metadata["step"]),
+            model=model,
+            optimizer={
+                "state": dict(sorted(opt_state.items())),
+                "param_groups": _loads(metadata["optimizer_param_groups"]),
+            },
+            teacher=teacher if json.loads(metadata["has_teacher"]) else None,
+            rng=rng,
+            extra=_loads(metadata["extra"]),
+        )
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"checkpoint {path} is incomplete or damaged ({type(e).__name__}: {e})") from e

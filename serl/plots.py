@@ -66,3 +66,57 @@ def plot_training_curves(metrics_path: str | Path, out_path: str | Path) -> Path
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
     return out_path
+
+
+STUDY_PANELS = (
+    ("eval/success_rate", "held-out success (fixed games, T = 0.4)"),
+    ("episode/success_rate", "training-rollout success"),
+)
+
+
+def study_curves(runs: dict[str, list[list[dict]]], key: str) -> dict[str, list[tuple[int, float, float, float, int]]]:
+    """Per method, ``(step, mean, min, max, n_runs)`` of ``key`` over its runs at every step some run logged it.
+
+    ``runs`` maps a method label to its runs' metric rows (one list of ``metrics.jsonl`` rows per seed).
+    """
+    out: dict[str, list[tuple[int, float, float, float, int]]] = {}
+    for label, method_runs in runs.items():
+        by_step: dict[int, list[float]] = {}
+        for rows in method_runs:
+            for r in rows:
+                if isinstance(r.get(key), (int, float)):
+                    by_step.setdefault(int(r["step"]), []).append(float(r[key]))
+        out[label] = [
+            (step, sum(v) / len(v), min(v), max(v), len(v)) for step, v in sorted(by_step.items())
+        ]
+    return out
+
+
+def plot_study(runs: dict[str, list[list[dict]]], out_path: str | Path, title: str = "") -> Path:
+    """One PNG: per panel of :data:`STUDY_PANELS`, each method's mean over seeds with its min-max band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, len(STUDY_PANELS), figsize=(12, 4.2), constrained_layout=True)
+    for ax, (key, panel) in zip(axes, STUDY_PANELS):
+        for label, pts in study_curves(runs, key).items():
+            if not pts:
+                continue
+            steps, mean, lo, hi, n = zip(*pts)
+            line = ax.plot(steps, mean, marker="o", label=f"{label} (mean of {max(n)} seeds)")[0]
+            ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_title(panel + "\nline: mean over seeds, band: min-max")
+        ax.set_xlabel("training step")
+        ax.set_ylim(-0.03, 1.03)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    out_path = Path(out_path)
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path

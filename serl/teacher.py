@@ -4,7 +4,10 @@ SERL_REFERENCE §2 and §3.2:
 
 * the teacher is a copy of the policy, never trained by gradients, overwritten with the policy's weights
   every ``sync_interval`` training steps (hard copy, no EMA). With ``u`` completed steps, the teacher used at
-  step ``u`` is the policy after ``sync_interval · floor(u / sync_interval)`` updates;
+  step ``u`` is the policy after ``sync_interval · floor(u / sync_interval)`` updates. It is held as a
+  snapshot of the policy's *trainable* tensors only, scored by swapping them into the policy for the no-grad
+  forward (DESIGN §5 "LoRA RL"): with a LoRA policy the teacher is the same base with an older adapter (a few
+  MB, no second model); with full fine-tuning the snapshot is every parameter, as a copy would be;
 * teacher prompt = the student's user message with the privileged sections added by
   ``privileged_template`` (default ``"{prompt}\\n\\n{privileged_context}\\n\\nCorrectly solve the current
   task.\\n"``), chat-templated with the generation prompt;
@@ -22,12 +25,13 @@ Deliberate deviations from the reference (DESIGN §4):
 
 from __future__ import annotations
 
-import copy
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import torch
 
 from serl.policy.logprobs import pad_prompt_response, response_logprobs
+from serl.policy.models import trainable_parameters
 from serl.types import TeacherContext
 
 TRUNCATION_MARKER = "\n[... middle of the privileged context omitted ...]\n"
@@ -49,10 +53,9 @@ class TeacherScorer:
         for key in ("{prompt}", "{privileged_context}"):
             if key not in privileged_template:
                 raise ValueError(f"privileged_template must contain {key}; got {privileged_template!r}")
-        self.model = copy.deepcopy(policy)
-        self.model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        self.policy = policy
+        self.snapshot: dict[str, torch.Tensor] = {}  # trainable name -> the teacher's value (no grad)
+        self.load_state_dict({k: p.detach() for k, p in trainable_parameters(policy).items()})
         self.tokenizer = tokenizer
         self.sync_interval = sync_interval
         self.max_prompt_tokens = max_prompt_tokens
@@ -67,15 +70,45 @@ class TeacherScorer:
         """Hard-copy the policy into the teacher when ``completed_steps % sync_interval == 0`` (§2)."""
         if completed_steps % self.sync_interval != 0:
             return False
-        self.load_state_dict(policy.state_dict())
+        self.load_state_dict({k: p.detach() for k, p in trainable_parameters(policy).items()})
         return True
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        """The teacher's values of the policy's trainable tensors (clones)."""
+        return {k: v.clone() for k, v in self.snapshot.items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            self.model.load_state_dict(state)
+        """Set the snapshot; ``state`` must hold exactly the policy's trainable tensor names and shapes."""
+        params = trainable_parameters(self.policy)
+        if set(state) != set(params):
+            missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+            raise ValueError(
+                f"teacher state does not match the policy's trainable tensors: missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]} (a different model or LoRA setting?)"
+            )
+        for k, p in params.items():
+            if tuple(state[k].shape) != tuple(p.shape):
+                raise ValueError(f"teacher state {k}: shape {tuple(state[k].shape)}, the policy has {tuple(p.shape)}")
+        self.snapshot = {k: state[k].detach().to(p.device, p.dtype, copy=True) for k, p in params.items()}
+
+    @contextmanager
+    def _as_teacher(self) -> Iterator[torch.nn.Module]:
+        """The policy with the snapshot swapped in (eval mode, no grad); its own values are put back after."""
+        params = trainable_parameters(self.policy)
+        own = {k: p.detach().clone() for k, p in params.items()}
+        was_training = self.policy.training
+        try:
+            with torch.no_grad():
+                for k, p in params.items():
+                    p.copy_(self.snapshot[k])
+            self.policy.eval()
+            with torch.no_grad():
+                yield self.policy
+        finally:
+            with torch.no_grad():
+                for k, p in params.items():
+                    p.copy_(own[k])
+            self.policy.train(was_training)
 
     # --------------------------------------------------------------------------------------- prompts
     def _render(self, student_prompt: str, context_text: str) -> list[int]:
@@ -147,17 +180,18 @@ class TeacherScorer:
         rows = [rows[j] for j in order]
         prompts = [prompts[j] for j in order]
         responses = [responses[j] for j in order]
-        device = next(self.model.parameters()).device
         input_ids, attention_mask, _ = pad_prompt_response(prompts, responses, self.tokenizer.pad_token_id)
         t_len = input_ids.shape[1] - max(len(p) for p in prompts)
-        logp = response_logprobs(
-            self.model,
-            input_ids.to(device),
-            attention_mask.to(device),
-            n_response=t_len,
-            temperature=self.temperature,
-            micro_batch_size=self.micro_batch_size,
-        )
+        with self._as_teacher() as model:
+            device = next(model.parameters()).device
+            logp = response_logprobs(
+                model,
+                input_ids.to(device),
+                attention_mask.to(device),
+                n_response=t_len,
+                temperature=self.temperature,
+                micro_batch_size=self.micro_batch_size,
+            )
         idx = torch.tensor(rows)
         out[idx, :t_len] = logp.float().cpu()
         has[idx] = True

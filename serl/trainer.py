@@ -32,7 +32,16 @@ from tqdm.auto import tqdm
 
 from serl.algo.advantages import grpo_advantages, step_scores, trajectory_grpo_advantages
 from serl.batch import action_masks, collate
-from serl.checkpoint import TrainingState, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from serl.checkpoint import (
+    TrainingState,
+    checkpoint_path,
+    load_checkpoint,
+    load_trainable,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    trainable_state,
+)
 from serl.envs.base import EnvSuite
 from serl.evaluation import EvalSettings, evaluate
 from serl.feedback.base import FeedbackSource
@@ -69,6 +78,7 @@ class TrainerSettings:
     invalid_penalty: float = 0.1
     resume: str | None = None
     eval_every: int = 0  # evaluate every N training steps and after the last one (0: never)
+    eval_at_start: bool = False  # with eval_every > 0: also evaluate the initial policy (logged at step 0)
     evaluation: EvalSettings | None = None  # what an evaluation plays (needed when eval_every > 0)
     teacher_log: TeacherLogSettings = field(default_factory=TeacherLogSettings)  # teacher dumps (off by default)
     extra_summary: dict[str, Any] = field(default_factory=dict)
@@ -121,7 +131,7 @@ class Trainer:
     def save(self) -> Path:
         state = TrainingState(
             step=self.step,
-            model={k: v for k, v in self.model.state_dict().items()},
+            model=trainable_state(self.model),  # the adapter with LoRA; frozen base weights come from the config
             optimizer=self.learner.optimizer.state_dict(),
             teacher=self.teacher.state_dict() if self.teacher is not None else None,
             rng=rng_state(),
@@ -130,8 +140,9 @@ class Trainer:
         return save_checkpoint(self.s.run_dir / "checkpoints", state)
 
     def restore(self, path: str | Path) -> None:
+        path = checkpoint_path(path)
         state = load_checkpoint(path)
-        self.model.load_state_dict(state.model)
+        load_trainable(self.model, state.model, path)
         self.learner.optimizer.load_state_dict(state.optimizer)
         if self.teacher is not None and state.teacher is not None:
             self.teacher.load_state_dict(state.teacher)
@@ -181,6 +192,7 @@ class Trainer:
                 "episode/length/max": float(max(lengths)),
                 "episode/length/min": float(min(lengths)),
                 "episode/valid_action_ratio": _mean([float(s.valid) for s in steps]),
+                "episode/mixed_group_fraction": _mean([float(0 < sum(t.won for t in g) < len(g)) for g in self._groups(trajectories)]),
                 "episode/step_samples": float(len(steps)),
             }
         )
@@ -190,9 +202,13 @@ class Trainer:
     def _serl_metrics(
         contexts: list[TeacherContext], has: torch.Tensor, masks: list[list[bool]], lam: float
     ) -> dict[str, float]:
-        """SERL_REFERENCE §5.3 driver-side metrics."""
+        """SERL_REFERENCE §5.3 driver-side metrics; ``has`` marks the rows the teacher scored (a context and a
+        non-zero advantage)."""
         n = len(masks)
-        m = {"serl/context_available_fraction": float(has.float().mean()) if n else 0.0}
+        m = {
+            "serl/context_available_fraction": _mean([float(c.has_context) for c in contexts]),
+            "serl/teacher_scored_fraction": float(has.float().mean()) if n else 0.0,
+        }
         sources = sorted({src for c in contexts for src in c.sources})
         for src in sources:
             m[f"serl/{src}_reference_fraction"] = _mean([float(src in c.sources) for c in contexts])
@@ -215,6 +231,10 @@ class Trainer:
         ok = False
         bar = tqdm(total=self.s.steps, initial=start, desc="serl", unit="step", dynamic_ncols=True)
         try:
+            if self.s.eval_every > 0 and self.s.eval_at_start and self.step == 0:  # where the curve starts
+                metrics = self.run_eval(bar)
+                self.history.append(metrics)
+                self.tracker.log(metrics, step=0)
             while self.step < self.s.steps:
                 metrics = self.train_step(bar)
                 if self._eval_due():
@@ -313,9 +333,12 @@ class Trainer:
             groups = self._groups(trajectories)
             feedback_metrics = self.feedback.prepare(groups)  # batched I/O (judge requests), only while λ > 0
             contexts = self._contexts(trajectories, groups)
+            # A zero advantage makes the teacher's weight irrelevant (Ã = A·multiplier, §5.2): only rows
+            # with a non-zero advantage are scored (all-fail / all-win groups cost no teacher forward).
+            scored = [c if a != 0 else TeacherContext() for c, a in zip(contexts, advantages.tolist())]
             n_resp = max(len(s.response_ids) for s in steps)
             teacher_lp, has = self.teacher.score(
-                [s.prompt for s in steps], contexts, [s.response_ids for s in steps], n_resp
+                [s.prompt for s in steps], scored, [s.response_ids for s in steps], n_resp
             )
         t_teacher = time.time() - t0
 
@@ -422,8 +445,12 @@ class Trainer:
             for key in sorted({k for h in self.history for k in h}):
                 vals = [h[key] for h in self.history if key in h]
                 out[f"last/{key}"] = last.get(key, vals[-1])
-                if key.startswith("episode/") and "success_rate" in key:
+                if key.startswith("episode/") and ("success_rate" in key or "mixed_group" in key):
                     out[f"mean/{key}"] = _mean(vals)
+                if key.endswith(("_min", "/min")):  # extremes over the run (e.g. the teacher's weight range)
+                    out[f"min/{key}"] = min(vals)
+                elif key.endswith(("_max", "/max")):
+                    out[f"max/{key}"] = max(vals)
             for key in ("time/rollout_s", "time/teacher_s", "time/update_s", "time/step_s", "time/eval_s"):
                 out[f"total/{key}"] = sum(h.get(key, 0.0) for h in self.history)
         # last/eval/* above are the latest evaluation's metrics; this is the step it ran at

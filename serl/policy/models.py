@@ -39,6 +39,8 @@ WARMSTART_MODELS = {SMOLLM2_SFT_NAME: SMOLLM2_NAME}
 WARMSTART_ADAPTERS_DIR = Path(__file__).resolve().parent / "warmstart_adapters"
 WARMSTART_REGENERATE = "make warmstart"
 DTYPES = ("float32", "bfloat16")
+DTYPE_CHOICES = ("auto", *DTYPES)  # "auto": bfloat16 where the device computes it natively, else float32
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bfloat16 matmuls on x86
 _CONVERTED_MARKER = "serl_converted.json"
 
 
@@ -238,6 +240,37 @@ def chat_prompt_ids(tokenizer, user_message: str) -> list[int]:
     return list(out)
 
 
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU has native bfloat16 matmul instructions (:data:`CPU_BF16_FLAGS` in /proc/cpuinfo).
+    Without them torch emulates bfloat16 on CPU, which is slower than float32."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags") and ":" in line:
+            flags.update(line.split(":", 1)[1].split())
+    return any(f in flags for f in CPU_BF16_FLAGS)
+
+
+def resolve_dtype(dtype: str, device: str = "cpu") -> str:
+    """``"auto"`` → ``"bfloat16"`` where ``device`` computes it natively (a CUDA GPU that supports it, a CPU
+    with :data:`CPU_BF16_FLAGS`), else ``"float32"``; ``"float32"`` / ``"bfloat16"`` pass through. Measured
+    on a 2-core AMD EPYC with avx512_bf16 (SmolLM2-135M, 4 x 700 tokens): forward 1.9x, forward+backward
+    2.2x float32's tokens/s."""
+    if dtype not in DTYPE_CHOICES:
+        raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {dtype!r}")
+    if dtype != "auto":
+        return dtype
+    if str(device).startswith("cuda"):
+        import torch
+
+        return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
 def _torch_dtype(dtype: str):
     import torch
 
@@ -308,6 +341,13 @@ def apply_lora(model, lora: dict[str, Any]):
     if getattr(model.base_model.model, "is_gradient_checkpointing", False):
         model.enable_input_require_grads()  # checkpointed blocks need a grad-requiring input
     return model
+
+
+def trainable_parameters(model: Any) -> dict[str, Any]:
+    """``{name: parameter}`` of the parameters that receive gradients (the LoRA adapter of a peft model,
+    every parameter with full fine-tuning; a tied weight appears once). What checkpoints save and what the
+    teacher snapshots."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -176,7 +176,7 @@ def test_training_checkpoint_is_evaluated_with_its_weights(tmp_path):
 
     cfg = compose_cfg(["model=smollm2-135m", f"model.path={tmp_path / 'run'}"])  # base model from the run
     model, _, source = build_policy(cfg)
-    assert source.checkpoint == str(tmp_path / "run" / "checkpoints" / "last.pt") and source.checkpoint_step == 1
+    assert source.checkpoint == str(tmp_path / "run" / "checkpoints" / "last.safetensors") and source.checkpoint_step == 1
     assert source.path.endswith("tiny-qwen2-h32-seed0")
     trained = trainer.model.state_dict()
     for k, v in model.state_dict().items():

@@ -18,11 +18,11 @@ GROUP_FILES = [p for p in ALL_FILES if p.parent != pathlib.Path(".")]
 
 def test_config_tree_has_the_expected_options():
     # Update these counts when a file is added: they guard against files that silently stop composing.
-    assert len(ALL_FILES) == 38, [str(p) for p in ALL_FILES]  # 3 primary configs (train, eval, sft) + options
-    assert len(GROUP_FILES) == 35, [str(p) for p in GROUP_FILES]
+    assert len(ALL_FILES) == 39, [str(p) for p in ALL_FILES]  # 3 primary configs (train, eval, sft) + options
+    assert len(GROUP_FILES) == 36, [str(p) for p in GROUP_FILES]
     per_group = {g: sum(p.parent.as_posix() == g for p in GROUP_FILES) for g in sorted({p.parent.as_posix() for p in GROUP_FILES})}
     assert per_group == {
-        "algorithm": 3, "decay": 5, "env": 1, "experiment": 1, "feedback": 15, "insertion": 2, "logger": 3,
+        "algorithm": 3, "decay": 5, "env": 1, "experiment": 2, "feedback": 15, "insertion": 2, "logger": 3,
         "model": 3, "rollout": 2,
     }
 
@@ -37,8 +37,10 @@ def test_every_option_composes_and_validates(option):
         return
     built = validate(cfg)
     assert set(built) == {"decay", "feedback", "insertion"}
-    if group == "experiment":  # a _global_ preset: it changes top-level values
-        assert cfg.group_size == 8 and cfg.n_tasks == 16
+    if option.stem == "paper_alfworld":  # a _global_ preset: it changes top-level values
+        assert cfg.group_size == 8 and cfg.n_tasks == 16 and cfg.env.task_types is None
+    elif option.stem == "cpu_study":
+        assert cfg.eval_every > 0 and cfg.eval.at_start and cfg.decay.horizon == cfg.steps
     else:
         assert cfg[group].name == option.stem
 

@@ -65,9 +65,11 @@ def test_sync_every_k_steps_is_a_hard_copy(tiny_policy):
     assert not teacher.maybe_sync(policy, 1) and not teacher.maybe_sync(policy, 2)
     assert torch.equal(next(iter(teacher.state_dict().values())), first)
     assert teacher.maybe_sync(policy, 3)
-    for k, v in policy.state_dict().items():
+    params = dict(policy.named_parameters())  # full fine-tuning: every parameter, the tied head once
+    assert set(teacher.state_dict()) == set(params)
+    for k, v in params.items():
         assert torch.equal(teacher.state_dict()[k], v)
-    assert all(not p.requires_grad for p in teacher.model.parameters())
+        assert not teacher.snapshot[k].requires_grad and teacher.snapshot[k].data_ptr() != v.data_ptr()
 
 
 def test_score_matches_a_direct_forward_and_skips_rows_without_context(tiny_policy):
@@ -85,3 +87,35 @@ def test_score_matches_a_direct_forward_and_skips_rows_without_context(tiny_poli
         ref = response_logprobs(model, x, m, n_response=len(responses[i]))
         assert torch.allclose(lp[i, : len(responses[i])], ref[0], atol=1e-5)
         assert torch.all(lp[i, len(responses[i]) :] == 0)
+
+
+def test_lora_teacher_is_an_adapter_snapshot_scored_on_the_shared_base(tiny_policy):
+    """With a LoRA policy the teacher holds only the adapter; scoring swaps it in and puts the policy's back."""
+    from serl.policy.models import apply_lora
+
+    model, tok = tiny_policy
+    policy = type(model)(model.config)
+    policy.load_state_dict(model.state_dict())
+    policy = apply_lora(policy, {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]})
+    teacher = TeacherScorer(policy, tok)
+    assert teacher.snapshot and all("lora_" in k for k in teacher.snapshot)
+    n_snapshot = sum(v.numel() for v in teacher.snapshot.values())
+    assert n_snapshot < sum(p.numel() for p in policy.parameters()) / 10
+
+    ids = teacher.prompt_ids("go to desk 1", _ctx("You arrive at desk 1."))
+    x, m, _ = pad_prompt_response([ids], [[5, 6, 7]], tok.pad_token_id)
+    before = response_logprobs(policy, x, m, n_response=3)  # the policy == the teacher (just synced)
+    with torch.no_grad():  # the policy moves on (lora_B starts at 0: move it so the adapter matters)
+        for k, p in policy.named_parameters():
+            if "lora_B" in k:
+                p.add_(0.3)
+    moved = {k: p.detach().clone() for k, p in policy.named_parameters() if p.requires_grad}
+    after = response_logprobs(policy, x, m, n_response=3)
+    assert not torch.allclose(before, after, atol=1e-4)
+
+    lp, has = teacher.score(["go to desk 1"], [_ctx("You arrive at desk 1.")], [[5, 6, 7]], n_response=3)
+    assert has.tolist() == [True]
+    assert torch.allclose(lp[0], before[0], atol=1e-5)  # scored with the old adapter
+    for k, p in policy.named_parameters():  # and the policy's own adapter is back
+        if p.requires_grad:
+            assert torch.equal(p, moved[k]), k

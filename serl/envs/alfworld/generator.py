@@ -57,7 +57,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from serl.envs.alfworld import ensure_alfworld_data, import_alfworld
 
@@ -800,14 +800,38 @@ def _remove_stale(root: Path, split: str, seed: int, index: int) -> None:
                 shutil.rmtree(trial, ignore_errors=True)
 
 
-def generate_games(root: str | os.PathLike[str], split: str, n: int, seed: int) -> list[Path]:
-    """Generate (or reuse from disk) games ``0..n-1`` of ``(split, seed)`` under ``root``.
+def task_indices(n: int, task_types: Sequence[str] | None = None) -> list[int]:
+    """The first ``n`` game indices whose task type (``TASK_TYPES[i % 6]``) is in ``task_types``
+    (all indices ``0..n-1`` when ``task_types`` is None). A game's index fixes its task type and RNG key, so
+    a pool restricted to some task types reuses the cached games of the full pool."""
+    if task_types is None:
+        return list(range(n))
+    check_task_types(task_types)
+    allowed = [i for i, t in enumerate(TASK_TYPES) if t in task_types]
+    return [6 * (k // len(allowed)) + allowed[k % len(allowed)] for k in range(n)]
+
+
+def check_task_types(task_types: Sequence[str]) -> None:
+    """ValueError naming the bad entry and the six allowed ones; an empty list is an error too."""
+    if isinstance(task_types, str) or not task_types:
+        raise ValueError(f"task_types must be a non-empty list of task types, got {task_types!r}; allowed: {', '.join(TASK_TYPES)}")
+    for t in task_types:
+        if t not in TASK_TYPES:
+            raise ValueError(f"unknown task type {t!r}; allowed: {', '.join(TASK_TYPES)}")
+
+
+def generate_games(
+    root: str | os.PathLike[str], split: str, n: int, seed: int, task_types: Sequence[str] | None = None
+) -> list[Path]:
+    """Generate (or reuse from disk) ``n`` games of ``(split, seed)`` under ``root``: indices ``0..n-1``, or
+    the first ``n`` indices of the given task types (:func:`task_indices`).
 
     Args:
         root: output root; games go to ``<root>/json_2.1.1/<split>/<task dir>/trial_synth_<seed>_<i:05d>/``.
         split: one of ``train``, ``valid_seen``, ``valid_unseen``.
         n: number of games (>= 0). Task types are round-robin by index, so n=6 gives one of each.
         seed: int >= 0.
+        task_types: restrict the pool to these task types (None: all six, round-robin).
 
     Returns:
         The ``game.tw-pddl`` paths, sorted.
@@ -825,9 +849,10 @@ def generate_games(root: str | os.PathLike[str], split: str, n: int, seed: int) 
         if part in str(root):
             raise ValueError(f"root {root} contains {part!r}, which AlfredTWEnv skips; use another root")
     ensure_alfworld_data()
+    indices = task_indices(n, task_types)
     cached = _cached_games(root, split, seed)
-    paths = {i: cached[i] / "game.tw-pddl" for i in range(n) if i in cached}
-    missing = [i for i in range(n) if i not in paths]
+    paths = {i: cached[i] / "game.tw-pddl" for i in indices if i in cached}
+    missing = [i for i in indices if i not in paths]
     if missing:
         paths.update(_run_workers(root, split, seed, missing, min(MAX_WORKERS, len(missing))))
     return sorted(paths.values())

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from serl.envs.alfworld import default_cache_root, ensure_alfworld_data
-from serl.envs.alfworld.env import AlfworldTextEnv
-from serl.envs.alfworld.generator import FORBIDDEN_PATH_PARTS, SPLITS, TASK_TYPES, generate_games
+from serl.envs.alfworld.env import AlfworldTextEnv, read_task_type
+from serl.envs.alfworld.generator import FORBIDDEN_PATH_PARTS, SPLITS, TASK_TYPES, check_task_types, generate_games
 from serl.envs.alfworld.prompts import render_prompt as _render_prompt
 from serl.envs.projection import project_action as _project_action
 
@@ -117,6 +117,9 @@ class AlfworldSuite:
         eval_split: ``valid_seen`` (in-distribution, the reference's default) or ``valid_unseen``.
         require_official: error instead of falling back to generated games.
         seed: generation seed of the generated pools (int >= 0).
+        task_types: restrict both pools to these task types (None: all six). Generated pools then hold
+            ``train_pool`` / ``eval_pool`` games of those types; official pools keep the split's games of
+            those types.
     """
 
     name = "alfworld"
@@ -132,6 +135,7 @@ class AlfworldSuite:
         eval_split: str = "valid_seen",
         require_official: bool = False,
         seed: int = 0,
+        task_types: Sequence[str] | None = None,
     ) -> None:
         self.max_turns = _check_int("max_turns", max_turns, 1)
         self.history_length = _check_int("history_length", history_length, 0)
@@ -142,6 +146,10 @@ class AlfworldSuite:
             raise ValueError(f"unknown eval_split {eval_split!r}; allowed: {', '.join(EVAL_SPLITS)}")
         self.eval_split = eval_split
         self.require_official = bool(require_official)
+        if task_types is not None:
+            task_types = [str(t) for t in task_types]
+            check_task_types(task_types)
+        self.task_types: list[str] | None = task_types
 
         # §6.2-1: explicit argument, then $ALFWORLD_DATA (read before anything sets it), then none.
         root = data_root if data_root is not None else os.environ.get("ALFWORLD_DATA") or None
@@ -186,7 +194,9 @@ class AlfworldSuite:
             if self.source == "official":
                 assert self.data_root is not None
                 games = official_games(self.data_root, split)
-                if len(games) != OFFICIAL_SIZES[split]:
+                if self.task_types is not None:
+                    games = [g for g in games if read_task_type(g) in self.task_types]
+                elif len(games) != OFFICIAL_SIZES[split]:
                     log.warning(
                         "official ALFWorld split %s has %d games, the full release has %d (partial download?)",
                         split,
@@ -195,7 +205,7 @@ class AlfworldSuite:
                     )
             else:
                 n = self.train_pool if split == "train" else self.eval_pool
-                games = generate_games(self.cache_dir, split, n, self.seed)
+                games = generate_games(self.cache_dir, split, n, self.seed, self.task_types)
             self._pools[split] = [str(p) for p in games]
         return self._pools[split]
 
@@ -273,4 +283,5 @@ class AlfworldSuite:
             "cache_dir": str(self.cache_dir),
             "eval_split": self.eval_split,
             "seed": self.seed,
+            "task_types": self.task_types,
         }
