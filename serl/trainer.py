@@ -88,6 +88,12 @@ def _mean(xs: Sequence[float]) -> float:
     return float(sum(xs) / len(xs)) if xs else 0.0
 
 
+def mixed_group_fraction(groups: Sequence[Sequence[Trajectory]]) -> float:
+    """Fraction of GRPO groups with mixed outcomes (some won, some lost): the only groups whose episode
+    reward differs, i.e. that carry a win/loss signal for the advantage (§1.5)."""
+    return _mean([float(0 < sum(t.won for t in g) < len(g)) for g in groups])
+
+
 class Trainer:
     def __init__(
         self,
@@ -192,7 +198,7 @@ class Trainer:
                 "episode/length/max": float(max(lengths)),
                 "episode/length/min": float(min(lengths)),
                 "episode/valid_action_ratio": _mean([float(s.valid) for s in steps]),
-                "episode/mixed_group_fraction": _mean([float(0 < sum(t.won for t in g) < len(g)) for g in self._groups(trajectories)]),
+                "episode/mixed_group_fraction": mixed_group_fraction(self._groups(trajectories)),
                 "episode/step_samples": float(len(steps)),
             }
         )

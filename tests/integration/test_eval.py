@@ -126,7 +126,7 @@ def test_evaluate_plays_each_held_out_game_once(monkeypatch):
     assert not set(rec.games) & set(suite.pool("train"))
     assert [g.game for g in result.games] == rec.games
     assert rec.temperatures and set(rec.temperatures) == {0.4}
-    assert worker.temperature == float(cfg.rollout.temperature) == 1.0  # the worker is unchanged
+    assert worker.temperature == float(cfg.rollout.temperature) == 0.7  # the worker is unchanged (CPU preset)
     assert worker.last_stats == {"tokens_generated": 7, "generate_s": 1.0, "env_s": 0.5}
     assert torch.equal(torch.get_rng_state(), rng_before)  # training's RNG stream is not disturbed
     for key in EVAL_KEYS:
@@ -185,17 +185,19 @@ def test_training_checkpoint_is_evaluated_with_its_weights(tmp_path):
 
 def test_trainer_evaluates_every_step_without_changing_training(tmp_path):
     common = [*TINY_RUN, "steps=2", "eval.max_turns=2"]
-    trainer = build_trainer(compose_cfg([*common, "eval_every=1"]), tmp_path / "eval")
+    trainer = build_trainer(compose_cfg([*common, "eval_every=1", "eval.at_start=true"]), tmp_path / "eval")
     trainer.train()
     trainer.tracker.close()
 
     logged = [json.loads(x) for x in (tmp_path / "eval" / "metrics.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in logged] == [1, 2]
+    assert [x["step"] for x in logged] == [0, 1, 2]  # step 0: the initial policy (eval.at_start)
+    assert "actor/loss" not in logged[0] and logged[0]["eval/n_games"] == 1.0
+    logged = logged[1:]
     for line in logged:
         assert "eval/success_rate" in line and line["eval/n_games"] == 1.0 and "actor/loss" in line
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert summary["last_eval_step"] == 2 and summary["last/eval/success_rate"] == logged[-1]["eval/success_rate"]
-    for step in (1, 2):
+    for step in (0, 1, 2):
         record = json.loads((tmp_path / "eval" / "evals" / f"step_{step:06d}.json").read_text())
         assert record["step"] == step and len(record["games"]) == 1
         assert record["settings"] == {"n_games": 1, "temperature": 0.4, "max_turns": 2, "seed": 0}

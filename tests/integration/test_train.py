@@ -172,3 +172,28 @@ def test_every_logged_metric_is_documented_in_readme(tmp_path):
     patterns = _documented_metric_patterns()
     undocumented = [n for n in trainer.history[0] if not any(p.match(n) for p in patterns)]
     assert not undocumented, undocumented
+
+
+def test_teacher_scores_only_rows_with_a_context_and_a_nonzero_advantage(tmp_path):
+    trainer = _trainer(tmp_path, "skip", "steps=1", "group_size=3", "insertion=anchor")
+    seen = {}
+    real_score, real_update = trainer.teacher.score, trainer.learner.update
+
+    def score(prompts, contexts, responses, n):
+        seen["contexts"] = contexts
+        return real_score(prompts, contexts, responses, n)
+
+    def update(batch, lam):
+        seen["advantages"], seen["has"] = batch.advantages.sum(dim=1), batch.has_context
+        return real_update(batch, lam)
+
+    trainer.teacher.score, trainer.learner.update = score, update
+    trainer.train()
+    trainer.tracker.close()
+    zero = (seen["advantages"] == 0).tolist()
+    for ctx, z, has in zip(seen["contexts"], zero, seen["has"].tolist()):
+        assert not (z and ctx.has_context), "a zero-advantage row was sent to the teacher"
+        assert has == ctx.has_context  # everything with a context (and a non-zero advantage) was scored
+    m = trainer.history[-1]
+    assert m["serl/teacher_scored_fraction"] == pytest.approx(sum(seen["has"].tolist()) / len(zero))
+    assert m["serl/teacher_scored_fraction"] <= m["serl/context_available_fraction"]

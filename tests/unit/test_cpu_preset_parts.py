@@ -64,3 +64,17 @@ def test_study_curves_mean_min_max_per_step():
         "GRPO": [(0, 0.125, 0.0, 0.25, 2), (4, 0.375, 0.25, 0.5, 2)]
     }
     assert study_curves(runs, "episode/success_rate") == {"GRPO": [(1, 0.5, 0.5, 0.5, 1)]}
+
+
+def test_mixed_group_fraction_counts_groups_with_a_win_and_a_loss():
+    from serl.trainer import mixed_group_fraction
+    from serl.types import Trajectory
+
+    def group(*wins):
+        return [Trajectory(group_id=0, traj_id=j, game="g", task_type="t", task="x", won=w) for j, w in enumerate(wins)]
+
+    # mixed, all lost, all won, mixed -> 2 of 4
+    groups = [group(True, False, False), group(False, False), group(True, True), group(False, True)]
+    assert mixed_group_fraction(groups) == 0.5
+    assert mixed_group_fraction([group(False, False, False)]) == 0.0
+    assert mixed_group_fraction([]) == 0.0
