@@ -340,7 +340,7 @@ class Trainer:
             feedback_metrics = self.feedback.prepare(groups)  # batched I/O (judge requests), only while λ > 0
             contexts = self._contexts(trajectories, groups)
             # A zero advantage makes the teacher's weight irrelevant (Ã = A·multiplier, §5.2): only rows
-            # with a non-zero advantage are scored (all-fail / all-win groups cost no teacher forward).
+            # with a non-zero advantage are scored (a group whose steps all score alike costs no teacher forward).
             scored = [c if a != 0 else TeacherContext() for c, a in zip(contexts, advantages.tolist())]
             n_resp = max(len(s.response_ids) for s in steps)
             teacher_lp, has = self.teacher.score(
