@@ -140,7 +140,7 @@ def report(out: Path, seeds: list[int], extra: list[str]) -> None:
         )
         record[label] = {"seeds": [r["seed"] for r in rs], "start": start, "end": end, "train_mean": train,
                          "wall_min": wall, "evals": {r["seed"]: r["evals"] for r in rs}}
-    cmds = [shlex.join(["python", "scripts/train.py", "experiment=cpu_study", *METHODS[k], "seed=<s>", *extra])
+    cmds = [" ".join(["python scripts/train.py experiment=cpu_study", *METHODS[k], "seed=<s>", *map(shlex.quote, extra)])
             for k in METHODS]
     text = "\n".join(lines) + "\n\nCommands (seed = " + ", ".join(map(str, seeds)) + "):\n\n" + "\n".join(
         f"    {c}" for c in cmds) + "\n"

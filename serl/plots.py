@@ -8,11 +8,13 @@ from pathlib import Path
 PANELS = (
     ("episode/success_rate", "success rate"),
     ("episode/valid_action_ratio", "valid-action ratio"),
-    ("episode/reward/mean", "episode reward (mean)"),
+    ("episode/mixed_group_fraction", "GRPO groups with mixed outcomes"),
     ("actor/loss", "loss"),
     ("serl/lambda", "λ (teacher mixing)"),
-    ("serl_action_mask/weight_mean", "teacher weight mean on action tokens"),
+    ("serl_action_mask/weight_mean", "teacher weight (mean, bar: min-max)"),
 )
+# drawn as a min-max bar at each point of a panel's line: (low key, high key)
+BANDS = {"serl_action_mask/weight_mean": ("serl_action_mask/weight_min", "serl_action_mask/weight_max")}
 # the held-out evaluation (eval_every > 0) drawn on the panel of its training counterpart
 OVERLAYS = {
     "episode/success_rate": ("eval/success_rate", "held-out eval"),
@@ -50,7 +52,14 @@ def plot_training_curves(metrics_path: str | Path, out_path: str | Path) -> Path
             extra = [(r["step"], r[overlay[0]]) for r in rows if isinstance(r.get(overlay[0]), (int, float))]
         if pts:
             xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker="o", label="training rollouts")
+            line = ax.plot(xs, ys, marker="o", label="training rollouts")[0]
+            if key in BANDS:
+                lo, hi = BANDS[key]
+                band = [(r["step"], r[lo], r[hi]) for r in rows if r["step"] in xs and lo in r and hi in r]
+                if band:
+                    bx, blo, bhi = zip(*band)
+                    ax.vlines(bx, blo, bhi, color=line.get_color(), linewidth=6, alpha=0.3)
+                    ax.set_xlim(0.5, max(r["step"] for r in rows) + 0.5)
         if extra:
             xs, ys = zip(*extra)
             ax.plot(xs, ys, marker="s", linestyle="--", label=overlay[1])
@@ -102,11 +111,12 @@ def plot_study(runs: dict[str, list[list[dict]]], out_path: str | Path, title: s
 
     fig, axes = plt.subplots(1, len(STUDY_PANELS), figsize=(12, 4.2), constrained_layout=True)
     for ax, (key, panel) in zip(axes, STUDY_PANELS):
-        for label, pts in study_curves(runs, key).items():
+        for i, (label, pts) in enumerate(study_curves(runs, key).items()):
             if not pts:
                 continue
             steps, mean, lo, hi, n = zip(*pts)
-            line = ax.plot(steps, mean, marker="o", label=f"{label} (mean of {max(n)} seeds)")[0]
+            style = dict(marker="os^v"[i % 4], linestyle=("-", "--", ":", "-.")[i % 4])  # equal curves stay visible
+            line = ax.plot(steps, mean, label=f"{label} (mean of {max(n)} seeds)", **style)[0]
             ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_title(panel + "\nline: mean over seeds, band: min-max")
         ax.set_xlabel("training step")
