@@ -35,7 +35,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from serl.policy.models import trainable_parameters
+from serl.policy.models import match_trainable, trainable_parameters
 
 CHECKPOINT_NAME = "last.safetensors"
 LEGACY_CHECKPOINT_NAME = "last.pt"  # torch.save format written before safetensors; still readable
@@ -76,51 +76,21 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().to("cpu", copy=True) for n, p in trainable_parameters(model).items()}
 
 
-def _few(names: set[str], k: int = 5) -> str:
-    shown = sorted(names)[:k]
-    more = f" (+{len(names) - k} more)" if len(names) > k else ""
-    return ", ".join(shown) + more
-
-
 def load_trainable(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], path: str | Path) -> None:
     """Copy a checkpoint's trainable parameters (``TrainingState.model``) into ``model``.
 
     ``path`` is the checkpoint file the tensors came from (for errors). The names must be exactly ``model``'s
-    trainable parameter names and the shapes must match, else a ``ValueError`` names ``path``. The full state
-    dict of a legacy ``.pt`` checkpoint (frozen weights and buffers too) goes through ``model.load_state_dict``.
+    trainable parameter names and the shapes must match (:func:`serl.policy.models.match_trainable`), else a
+    ``ValueError`` names ``path``. The full state dict of a legacy ``.pt`` checkpoint (frozen weights and
+    buffers too) goes through ``model.load_state_dict``.
     """
-    params = trainable_parameters(model)
-    saved = set(tensors)
     if Path(path).suffix == ".pt":  # a legacy last.pt: the full state dict
         try:
             model.load_state_dict(dict(tensors))
         except RuntimeError as e:
             raise ValueError(f"checkpoint {path} does not fit this model: {e}") from e
         return
-    missing, unexpected = set(params) - saved, saved - set(params)
-    if missing or unexpected:
-        detail = "; ".join(
-            part
-            for part in (
-                f"missing {len(missing)}: {_few(missing)}" if missing else "",
-                f"unexpected {len(unexpected)}: {_few(unexpected)}" if unexpected else "",
-            )
-            if part
-        )
-        raise ValueError(
-            f"checkpoint {path} was written by a run with a different model or LoRA setting: its trainable "
-            f"parameters do not match this model's ({detail})"
-        )
-    wrong = [
-        f"{n}: {tuple(tensors[n].shape)} in the checkpoint, {tuple(p.shape)} in the model"
-        for n, p in params.items()
-        if tuple(tensors[n].shape) != tuple(p.shape)
-    ]
-    if wrong:
-        raise ValueError(
-            f"checkpoint {path} was written by a run with a different model or LoRA setting: shapes differ "
-            f"({'; '.join(wrong[:5])}{f' (+{len(wrong) - 5} more)' if len(wrong) > 5 else ''})"
-        )
+    params = match_trainable(model, tensors, f"checkpoint {path} was written by a run with a different model or LoRA setting")
     with torch.no_grad():
         for n, p in params.items():
             p.copy_(tensors[n])

@@ -31,7 +31,7 @@ from typing import Iterator, Sequence
 import torch
 
 from serl.policy.logprobs import pad_prompt_response, response_logprobs
-from serl.policy.models import trainable_parameters
+from serl.policy.models import match_trainable, trainable_parameters
 from serl.types import TeacherContext
 
 TRUNCATION_MARKER = "\n[... middle of the privileged context omitted ...]\n"
@@ -79,16 +79,7 @@ class TeacherScorer:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Set the snapshot; ``state`` must hold exactly the policy's trainable tensor names and shapes."""
-        params = trainable_parameters(self.policy)
-        if set(state) != set(params):
-            missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
-            raise ValueError(
-                f"teacher state does not match the policy's trainable tensors: missing {missing[:3]}, "
-                f"unexpected {unexpected[:3]} (a different model or LoRA setting?)"
-            )
-        for k, p in params.items():
-            if tuple(state[k].shape) != tuple(p.shape):
-                raise ValueError(f"teacher state {k}: shape {tuple(state[k].shape)}, the policy has {tuple(p.shape)}")
+        params = match_trainable(self.policy, state, "teacher state (a different model or LoRA setting?)")
         self.snapshot = {k: state[k].detach().to(p.device, p.dtype, copy=True) for k, p in params.items()}
 
     @contextmanager

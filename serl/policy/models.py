@@ -350,6 +350,27 @@ def trainable_parameters(model: Any) -> dict[str, Any]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
+def match_trainable(model: Any, tensors: Any, what: str) -> dict[str, Any]:
+    """``model``'s :func:`trainable_parameters`, after checking that ``tensors`` (a name -> tensor mapping) holds
+    exactly their names and shapes; otherwise a ``ValueError`` that starts with ``what`` and lists a few missing,
+    unexpected or mis-shaped names."""
+    params = trainable_parameters(model)
+
+    def few(names: list[str], k: int = 5) -> str:
+        return ", ".join(sorted(names)[:k]) + (f" (+{len(names) - k} more)" if len(names) > k else "")
+
+    missing, unexpected = [n for n in params if n not in tensors], [n for n in tensors if n not in params]
+    if missing or unexpected:
+        parts = [f"missing {len(missing)}: {few(missing)}" if missing else "",
+                 f"unexpected {len(unexpected)}: {few(unexpected)}" if unexpected else ""]
+        raise ValueError(f"{what}: its trainable parameters do not match the model's ({'; '.join(p for p in parts if p)})")
+    wrong = [f"{n}: {tuple(tensors[n].shape)} saved, {tuple(p.shape)} in the model"
+             for n, p in params.items() if tuple(tensors[n].shape) != tuple(p.shape)]
+    if wrong:
+        raise ValueError(f"{what}: shapes differ ({few(wrong)})")
+    return params
+
+
 def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
     """End-of-sequence ids that stop a response: the tokenizer's, then any extra ones of the model's
     generation config (instruct models often list several, e.g. ``<|im_end|>`` and ``<|endoftext|>``).
