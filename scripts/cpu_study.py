@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -76,8 +77,6 @@ def run_all(out: Path, seeds: list[int], parallel: int, threads: int, extra: lis
         for label, seed in batch:
             path = run_dir(out, label, seed)
             if path.exists():  # an unfinished run is redone from scratch
-                import shutil
-
                 shutil.rmtree(path)
             path.mkdir(parents=True)
             cmd = command(label, seed, path, per_run_threads, extra)
