@@ -37,60 +37,10 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from serl.tracking import wandb_lines  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-LOGGER_MODES = ("auto", "online", "offline", "disabled")
-DTYPES = ("float32", "bfloat16")
 
 
 class SFTConfigError(ValueError):
-    """A conf/sft.yaml value outside its allowed range or set."""
-
-
-def _check(ok: bool, key: str, value, rule: str) -> None:
-    if not ok:
-        raise SFTConfigError(f"{key}={value!r} is invalid: {rule}")
-
-
-def validate(cfg: DictConfig) -> None:
-    """Check every SFT knob before anything heavy runs; the message names the key and the allowed values."""
-    _check(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "must be an int >= 0")
-    _check(isinstance(cfg.n_games, int) and cfg.n_games >= 1, "n_games", cfg.n_games, "must be an int >= 1")
-    _check(isinstance(cfg.max_detours, int) and cfg.max_detours >= 0, "max_detours", cfg.max_detours, "must be an int >= 0")
-    _check(isinstance(cfg.epochs, int) and cfg.epochs >= 1, "epochs", cfg.epochs, "must be an int >= 1")
-    _check(float(cfg.lr) > 0, "lr", cfg.lr, "must be > 0")
-    _check(isinstance(cfg.batch_size, int) and cfg.batch_size >= 1, "batch_size", cfg.batch_size, "must be an int >= 1")
-    _check(
-        isinstance(cfg.micro_batch_size, int) and 1 <= cfg.micro_batch_size <= cfg.batch_size,
-        "micro_batch_size",
-        cfg.micro_batch_size,
-        f"must be an int in [1, batch_size={cfg.batch_size}]",
-    )
-    _check(
-        cfg.max_steps is None or (isinstance(cfg.max_steps, int) and cfg.max_steps >= 1),
-        "max_steps",
-        cfg.max_steps,
-        "must be null or an int >= 1",
-    )
-    _check(float(cfg.weight_decay) >= 0, "weight_decay", cfg.weight_decay, "must be >= 0")
-    _check(float(cfg.grad_clip) > 0, "grad_clip", cfg.grad_clip, "must be > 0")
-    _check(cfg.lora is None or isinstance(cfg.lora, DictConfig), "lora", cfg.lora, "must be null or a mapping of LoraConfig options")
-    _check(
-        cfg.model.lora is None,
-        "model.lora",
-        cfg.model.lora,
-        "must be null for SFT: set the adapter with the top-level `lora` knob (lora=null: full fine-tuning)",
-    )
-    _check(
-        cfg.adapter_dir is None or cfg.lora is not None,
-        "adapter_dir",
-        cfg.adapter_dir,
-        "needs LoRA training (lora=null fine-tunes the full weights: there is no adapter to export)",
-    )
-    _check(bool(cfg.output_dir), "output_dir", cfg.output_dir, "must be a folder path")
-    _check(bool(cfg.demos_path), "demos_path", cfg.demos_path, "must be a file path")
-    _check(cfg.model.dtype in DTYPES, "model.dtype", cfg.model.dtype, f"allowed values are {', '.join(DTYPES)}")
-    _check(cfg.logger.mode in LOGGER_MODES, "logger.mode", cfg.logger.mode, f"allowed values are {', '.join(LOGGER_MODES)}")
-    _check(str(cfg.device) == "cpu" or str(cfg.device).startswith("cuda"), "device", cfg.device, "cpu or cuda[:i]")
-    _check(isinstance(cfg.torch_threads, int) and cfg.torch_threads >= 0, "torch_threads", cfg.torch_threads, "must be an int >= 0")
+    """A conf/sft.yaml value that only a run can find wrong (too few training games, a stale demo cache)."""
 
 
 def _command_line() -> str:
@@ -166,14 +116,16 @@ def adapter_readme(cfg: DictConfig, command: str, summary: dict) -> str:
 
 @hydra.main(config_path="../conf", config_name="sft", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
+    from serl.build import ConfigError, validate_sft
+
     try:
-        validate(cfg)  # fails before any game or model loads
-    except SFTConfigError as e:
+        validate_sft(cfg)  # every knob (serl/config_schema.py); fails before any game or model loads
+    except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         raise SystemExit(2)
     import torch
 
-    from serl.build import ConfigError, build_suite, build_tracker, setup_runtime
+    from serl.build import build_suite, build_tracker, setup_runtime
     from serl.policy.models import load_policy, resolve_model_path
     from serl.tracking import WandbTracker, atomic_write_text
     from serl.warmstart.sft import save_adapter, save_warmstart, train_sft

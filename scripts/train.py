@@ -22,8 +22,13 @@ import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from omegaconf import OmegaConf  # noqa: E402
+
 from serl.build import ConfigError, validate  # noqa: E402
+from serl.resume import ResumeError, check_resume, run_dir_of  # noqa: E402
 from serl.tracking import wandb_lines  # noqa: E402
+
+OmegaConf.register_new_resolver("serl_run_dir", run_dir_of, replace=True)  # hydra.run.dir in conf/train.yaml
 
 
 def print_summary(summary: dict, trackers: dict[str, str], plot: Path | None) -> None:
@@ -96,19 +101,28 @@ def main(cfg: DictConfig) -> dict:
         print(f"config error: {e}", file=sys.stderr)
         raise SystemExit(2)
     from serl.build import build_trainer
+    from serl.checkpoint import check_writable
     from serl.plots import plot_training_curves
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:  # before any model loads
+        resumed = check_resume(cfg) if cfg.resume else {}  # the checkpoint and the run's config
+        check_writable(run_dir / "checkpoints")
+    except (ResumeError, OSError) as e:
+        print(f"{'resume' if isinstance(e, ResumeError) else 'run folder'} error: {e}", file=sys.stderr)
+        raise SystemExit(2)
     try:
         trainer = build_trainer(cfg, run_dir)  # a too-small eval pool, a checkpoint without its run config ...
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         raise SystemExit(2)
+    trainer.s.extra_summary.update(resumed)
     ok = False
     try:
         summary = trainer.train()
         ok = True
     finally:
+        trainer.worker.close()  # env worker processes
         trackers = trainer.tracker.locations
         trainer.tracker.close(ok)
     plot = None

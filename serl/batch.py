@@ -1,23 +1,36 @@
 """Turn a training step's records into the learner's padded :class:`~serl.types.TrainBatch`.
 
 Per step sample ``i`` (SERL_REFERENCE §1.4–1.5, §6): the GRPO advantage ``A_i`` is broadcast over every
-response token; the action-token mask comes from the generated ids themselves (DESIGN §4, fixes §10.9).
+response token; the action-token mask comes from the generated ids themselves (DESIGN §4, fixes §10.9) and marks
+the command the env executed (``mode="serl"``) or the reference's action spans (``mode="reference"``).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 
 import torch
 
-from serl.algo.masks import action_mask_from_ids
+from serl.algo.masks import MODES, PRINTABLE_ASCII, action_mask_from_ids
 from serl.policy.logprobs import pad_prompt_response
 from serl.types import Step, TrainBatch
 
 
-def action_masks(steps: Sequence[Step], decode: Callable[[Sequence[int]], str]) -> list[list[bool]]:
-    """Executable-action token flags per step, computed from ``response_ids`` by incremental decoding."""
-    return [action_mask_from_ids(s.response_ids, decode) for s in steps]
+def action_masks(
+    steps: Sequence[Step],
+    decode: Callable[[Sequence[int]], str],
+    mode: str = "serl",
+    charset: Container[str] | None = PRINTABLE_ASCII,
+) -> list[list[bool]]:
+    """Executable-action token flags per step (``len(s.response_ids)`` booleans each), from the generated ids.
+
+    :func:`serl.algo.masks.action_mask_from_ids`: ``mode="serl"`` marks the tokens of the command the env
+    executed and nothing for invalid responses (``charset`` = the env projection's character set);
+    ``mode="reference"`` marks the reference's action spans (SERL_REFERENCE §6.2).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return [action_mask_from_ids(s.response_ids, decode, mode, charset) for s in steps]
 
 
 def collate(

@@ -1,13 +1,16 @@
 """The only place where a Hydra config becomes objects (DESIGN §2).
 
-``validate(cfg)`` checks every value and instantiates the cheap pure components (decay schedule, feedback
-source, insertion), so a bad choice fails before any model or game is loaded, with a message naming the
-bad value and the allowed ones. ``build_trainer(cfg, run_dir)`` then loads the model and wires the
-rollout worker, teacher, learner and trackers into a :class:`~serl.trainer.Trainer`.
+``validate(cfg)`` checks every value against the typed schema (:mod:`serl.config_schema`: types, ranges,
+unknown keys; ``_target_`` options from their constructors' signatures) and instantiates the cheap group
+options (env suite, decay schedule, feedback source, insertion), so a bad choice fails before any model or
+game is loaded, with a one-line :class:`ConfigError` naming the key, the bad value and the allowed ones.
+``build_trainer(cfg, run_dir)`` then loads the model and wires the rollout worker, teacher, learner and
+trackers into a :class:`~serl.trainer.Trainer`.
 
-``scripts/eval.py`` uses the same builders: ``validate_eval(cfg)`` checks its config (``conf/eval.yaml``),
-then :func:`build_policy` (a model name, HF folder or serl training checkpoint), :func:`build_worker` and
-:func:`build_tracker` make what :func:`serl.evaluation.evaluate` needs.
+``scripts/eval.py`` uses the same builders: ``validate_eval(cfg)`` checks its config (``conf/eval.yaml``;
+``validate_sft`` checks ``conf/sft.yaml`` for ``scripts/sft.py``), then :func:`build_policy` (a model name,
+HF folder or serl training checkpoint), :func:`build_worker` and :func:`build_tracker` make what
+:func:`serl.evaluation.evaluate` needs.
 """
 
 from __future__ import annotations
@@ -21,26 +24,9 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-
-class ConfigError(ValueError):
-    """A config value outside its allowed range or set."""
-
-
-DTYPES = ("auto", "float32", "bfloat16")
-ADVANTAGES = ("cross_step", "trajectory")
-STUDENT_LOGPROBS = ("old", "current")
-ROLLOUT_BACKENDS = ("hf", "vllm")
-LOGGER_MODES = ("auto", "online", "offline", "disabled")
-
-
-def _check(ok: bool, key: str, value: Any, rule: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is invalid: {rule}")
-
-
-def _one_of(key: str, value: Any, allowed: tuple) -> None:
-    _check(value in allowed, key, value, f"allowed values are {', '.join(map(str, allowed))}")
+from serl.config_schema import ConfigError, check_config  # ConfigError is re-exported: scripts import it here
 
 
 def _drop_names(spec: Any) -> Any:
@@ -62,102 +48,43 @@ def make(node: DictConfig) -> Any:
     return instantiate(spec, _convert_="all")
 
 
-def _validate_runtime(cfg: DictConfig) -> None:
-    """The keys training and evaluation share: device, threads, model, rollout backend, logger, env cap."""
-    _check(int(cfg.torch_threads) >= 0, "torch_threads", cfg.torch_threads, "must be >= 0")
-    _check(str(cfg.device) == "cpu" or str(cfg.device).startswith("cuda"), "device", cfg.device, "cpu or cuda[:i]")
-    r = cfg.rollout
-    _one_of("rollout.name", r.name, ROLLOUT_BACKENDS)
-    _check(int(r.max_new_tokens) >= 1, "rollout.max_new_tokens", r.max_new_tokens, "must be >= 1")
-    _check(0 < float(r.top_p) <= 1, "rollout.top_p", r.top_p, "must be in (0, 1]")
-    _check(int(r.max_prompt_tokens) >= 1, "rollout.max_prompt_tokens", r.max_prompt_tokens, "must be >= 1")
-    if r.name == "vllm":
-        from serl.policy.vllm_engine import INSTALL_HINT, vllm_available
+def _check(cfg: DictConfig, kind: str) -> dict[str, Any]:
+    """Resolve ``cfg`` (an unresolvable or missing value is a ConfigError naming its key) and check it
+    against the schema of ``kind`` (:mod:`serl.config_schema`, the one rule set)."""
+    try:
+        data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{key} is invalid: cannot resolve its value ({reason})") from None
 
-        _check(vllm_available(), "rollout", r.name, INSTALL_HINT)
-        _check(float(r.top_p) == 1.0, "rollout.top_p", r.top_p,
-               "must be 1 with rollout=vllm (vLLM reports log-probs of the top-p-truncated distribution, the "
-               "learner recomputes untruncated ones; the reference samples with top_p = 1)")
-        budget = int(r.max_prompt_tokens) + int(r.max_new_tokens)
-        _check(int(r.max_model_len) >= budget, "rollout.max_model_len", r.max_model_len,
-               f"must be >= rollout.max_prompt_tokens + rollout.max_new_tokens = {budget}")
-        _check(int(r.tensor_parallel_size) >= 1, "rollout.tensor_parallel_size", r.tensor_parallel_size, "must be >= 1")
-        _check(0 < float(r.gpu_memory_utilization) <= 1, "rollout.gpu_memory_utilization", r.gpu_memory_utilization,
-               "must be in (0, 1]")
-        _check(isinstance(r.kv_cache_gb, int) and r.kv_cache_gb >= 1, "rollout.kv_cache_gb", r.kv_cache_gb,
-               "must be a whole number of GiB >= 1 (VLLM_CPU_KVCACHE_SPACE)")
-    _one_of("model.dtype", cfg.model.dtype, DTYPES)
-    _one_of("logger.mode", cfg.logger.mode, LOGGER_MODES)
-    _check(int(cfg.env.max_turns) >= 1, "env.max_turns", cfg.env.max_turns, "must be >= 1")
+    def origin(key: str) -> str | None:  # the raw "${...}" of an interpolated key, for error messages
+        parent, _, leaf = key.rpartition(".")
+        try:
+            node = OmegaConf.select(cfg, parent) if parent else cfg
+            if isinstance(node, DictConfig) and leaf in node and OmegaConf.is_interpolation(node, leaf):
+                return str(OmegaConf.to_container(node, resolve=False)[leaf])
+        except Exception:  # best effort: the message is complete without it
+            return None
+        return None
 
-
-def _validate_eval_knobs(node: DictConfig, prefix: str) -> None:
-    """``n_games``, ``temperature``, ``max_turns`` of an evaluation (``eval.*`` in training, top level in
-    ``conf/eval.yaml``); ``prefix`` is how the keys are named in error messages."""
-    _check(int(node.n_games) >= 1, f"{prefix}n_games", node.n_games, "must be >= 1 (games played once each)")
-    _check(
-        float(node.temperature) >= 0,
-        f"{prefix}temperature",
-        node.temperature,
-        "must be >= 0 (0 = greedy; the reference validates at 0.4, SERL_REFERENCE §8.4)",
-    )
-    _check(int(node.max_turns) >= 1, f"{prefix}max_turns", node.max_turns, "must be >= 1 (episode cap in env steps)")
+    return check_config(kind, data, origin)
 
 
 def validate(cfg: DictConfig) -> dict[str, Any]:
-    """Check all values; return the pure components built on the way (decay, feedback, insertion)."""
-    _check(int(cfg.steps) >= 1, "steps", cfg.steps, "must be >= 1")
-    _check(int(cfg.n_tasks) >= 1, "n_tasks", cfg.n_tasks, "must be >= 1")
-    _check(int(cfg.group_size) >= 2, "group_size", cfg.group_size, "must be >= 2 (GRPO compares rollouts of a group)")
-    _check(int(cfg.save_every) >= 0, "save_every", cfg.save_every, "must be >= 0 (0: only after the last step)")
-    _check(int(cfg.eval_every) >= 0, "eval_every", cfg.eval_every, "must be >= 0 (0: never evaluate)")
-    _validate_eval_knobs(cfg.eval, "eval.")
-    _validate_runtime(cfg)
-    tl = cfg.teacher_log
-    _check(int(tl.every) >= 0, "teacher_log.every", tl.every, "must be >= 0 (0: never dump)")
-    _check(int(tl.max_samples) >= 1, "teacher_log.max_samples", tl.max_samples, "must be >= 1")
-    _check(int(tl.max_chars) >= 0, "teacher_log.max_chars", tl.max_chars, "must be >= 0 (0: no truncation)")
-
-    lr = cfg.learner
-    _check(float(lr.lr) > 0, "learner.lr", lr.lr, "must be > 0")
-    _check(float(lr.grad_clip) > 0, "learner.grad_clip", lr.grad_clip, "must be > 0")
-    _check(float(lr.weight_decay) >= 0, "learner.weight_decay", lr.weight_decay, "must be >= 0")
-    _check(int(lr.mini_batch_size) >= 1, "learner.mini_batch_size", lr.mini_batch_size, "must be >= 1")
-    _check(int(lr.micro_batch_size) >= 1, "learner.micro_batch_size", lr.micro_batch_size, "must be >= 1")
-    _check(int(lr.ppo_epochs) >= 1, "learner.ppo_epochs", lr.ppo_epochs, "must be >= 1")
-
-    a = cfg.algorithm
-    _one_of("algorithm.advantage", a.advantage, ADVANTAGES)
-    _one_of("algorithm.student_logprob", a.student_logprob, STUDENT_LOGPROBS)
-    _check(float(a.invalid_penalty) >= 0, "algorithm.invalid_penalty", a.invalid_penalty, "must be >= 0")
-    _check(0 <= float(a.clip_low) < 1, "algorithm.clip_low", a.clip_low, "must be in [0, 1)")
-    _check(float(a.clip_high) >= 0, "algorithm.clip_high", a.clip_high, "must be >= 0")
-    _check(float(a.clip_c) > 1, "algorithm.clip_c", a.clip_c, "must be > 1 (dual-clip bound)")
-    _check(float(a.entropy_coef) >= 0, "algorithm.entropy_coef", a.entropy_coef, "must be >= 0")
-    _check(float(a.weight_clip) >= 0, "algorithm.weight_clip", a.weight_clip, "must be >= 0")
-    _check(int(a.teacher_sync_interval) >= 1, "algorithm.teacher_sync_interval", a.teacher_sync_interval, "must be >= 1")
-    _check(int(a.teacher_max_prompt_tokens) >= 1, "algorithm.teacher_max_prompt_tokens", a.teacher_max_prompt_tokens, "must be >= 1")
-    for key in ("{prompt}", "{privileged_context}"):
-        _check(key in a.privileged_template, "algorithm.privileged_template", a.privileged_template, f"must contain {key}")
-
-    r = cfg.rollout
-    _check(float(r.temperature) > 0, "rollout.temperature", r.temperature, "must be > 0 for training")
-
-    # The pure components validate their own arguments (lambda0 in [0, 1], horizons, anchor keys ...).
-    built = {}
-    for group in ("decay", "feedback", "insertion"):
-        try:
-            built[group] = make(cfg[group])
-        except Exception as e:  # hydra wraps the constructor's error; surface it with the group name
-            cause = e.__cause__ or e
-            raise ConfigError(f"{group}={cfg[group].name}: {cause}") from e
-    return built
+    """Check a training config (``conf/train.yaml``) before any model loads; return the group options built
+    on the way (``env``, ``decay``, ``feedback``, ``insertion``). Raises :class:`ConfigError`."""
+    return _check(cfg, "train")
 
 
 def validate_eval(cfg: DictConfig) -> None:
     """Check an evaluation config (``conf/eval.yaml``) before any model or game is loaded."""
-    _validate_eval_knobs(cfg, "")
-    _validate_runtime(cfg)
+    _check(cfg, "eval")
+
+
+def validate_sft(cfg: DictConfig) -> None:
+    """Check a warm-start config (``conf/sft.yaml``) before any model or game is loaded."""
+    _check(cfg, "sft")
 
 
 def build_suite(cfg: DictConfig) -> Any:
@@ -301,6 +228,9 @@ def build_worker(cfg: DictConfig, model: Any, tokenizer: Any, suite: Any, model_
         temperature=float(r.temperature),
         top_p=float(r.top_p),
         max_prompt_tokens=int(r.max_prompt_tokens),
+        env_processes=int(cfg.env_workers.processes),
+        env_timeout_s=float(cfg.env_workers.timeout_s),
+        env_retries=int(cfg.env_workers.retries),
     )
 
 
@@ -405,6 +335,7 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path):
         seed=int(cfg.seed),
         run_dir=run_dir,
         save_every=int(cfg.save_every),
+        keep_last=int(cfg.keep_last),
         advantage=str(a.advantage),
         norm_by_std=bool(a.norm_by_std),
         invalid_penalty=float(a.invalid_penalty),

@@ -1,6 +1,7 @@
 """Checkpoints that make a resumed run continue exactly (DESIGN §4, fixes SERL_REFERENCE §10.5).
 
-One safetensors file, ``<run>/checkpoints/last.safetensors``, holds everything the next training step depends
+One safetensors file per saved step, ``<run>/checkpoints/step_<step>.safetensors`` (the newest ``keep_last``
+are kept; ``last.safetensors`` is a hard link to the newest), holds everything the next training step depends
 on, and nothing the run can rebuild from its ``config.yaml`` (the frozen base weights are not saved: with LoRA
 the file is megabytes, not gigabytes):
 
@@ -15,8 +16,9 @@ The rest is JSON in the file's string metadata: the format version, ``step`` (co
 single counter λ, the teacher sync and game sampling derive from), the optimizer's ``param_groups``, python's
 RNG state, numpy's RNG scalars and ``extra``.
 
-It is written to a temp file in the same folder, fsynced and renamed over the previous one, so a crash (or a
-full disk) while saving never leaves a partial ``last.safetensors`` nor destroys the last finished checkpoint.
+It is written to a temp file in the same folder, fsynced and renamed into place, so a crash (or a full disk)
+while saving never leaves a partial ``last.safetensors`` nor destroys the last finished checkpoint; weights
+with a NaN or inf are never saved.
 A legacy ``last.pt`` (torch.save of the full state dicts) is still read by :func:`load_checkpoint`, and
 :func:`load_trainable` puts either kind of weights onto a model.
 """
@@ -205,29 +207,90 @@ def _write(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Pat
         os.fsync(f.fileno())
 
 
-def save_checkpoint(directory: str | Path, state: TrainingState) -> Path:
-    """Write ``directory/last.safetensors`` atomically; return its path."""
+def assert_finite(tensors: Mapping[str, torch.Tensor], what: str) -> None:
+    """Raise ``FloatingPointError`` naming the first tensor of ``tensors`` with a NaN or inf value; ``what``
+    says whose tensors they are (e.g. ``"the policy after training step 3"``)."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise FloatingPointError(f"{what}: {name} has {bad} non-finite value(s) of {t.numel()}")
+
+
+def check_writable(directory: str | Path) -> None:
+    """Create ``directory`` and write + delete a probe file in it: an unwritable checkpoint folder is an
+    ``OSError`` naming it before any training work (not after the first step)."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / CHECKPOINT_NAME
-    tensors, metadata = _flatten(state)
-    tmp = directory / f"{CHECKPOINT_NAME}.{os.getpid()}.tmp"
     try:
-        _write(tensors, metadata, tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write_probe.{os.getpid()}"
+        probe.write_bytes(b"serl")
+        probe.unlink()
+    except OSError as e:
+        raise OSError(f"checkpoint folder {directory} is not writable: {e.strerror or e}") from e
+
+
+def step_checkpoint_name(step: int) -> str:
+    return f"step_{step:06d}.safetensors"
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make renames in ``directory`` durable (best effort where the OS cannot open folders)."""
+    try:
         dir_fd = os.open(directory, os.O_RDONLY)
     except OSError:
-        return final
+        return
     try:
         os.fsync(dir_fd)
     except OSError:
         pass
     finally:
         os.close(dir_fd)
+
+
+def save_checkpoint(directory: str | Path, state: TrainingState, keep_last: int = 1) -> Path:
+    """Write ``directory/step_<step>.safetensors`` and point ``directory/last.safetensors`` at it; return the
+    latter.
+
+    Refuses non-finite weights (``FloatingPointError``: the previous checkpoint stays the latest). Each file
+    appears by an atomic rename of a complete, fsynced temp file, so a crash or a full disk at any moment
+    leaves the previous ``last.safetensors`` whole; a failed write removes its temp file and raises an
+    ``OSError`` that names the file. ``last.safetensors`` is a hard link to the newest step file (a copy where
+    the file system has no links). Step files beyond the newest ``keep_last`` are deleted.
+    """
+    if not isinstance(keep_last, int) or isinstance(keep_last, bool) or keep_last < 1:
+        raise ValueError(f"keep_last must be an int >= 1, got {keep_last!r}")
+    assert_finite(state.model, f"refusing to save the checkpoint of training step {state.step}")
+    if state.teacher is not None:
+        assert_finite(state.teacher, f"refusing to save the checkpoint of training step {state.step} (teacher)")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    step_file = directory / step_checkpoint_name(state.step)
+    final = directory / CHECKPOINT_NAME
+    tensors, metadata = _flatten(state)
+    tmp = directory / f"{step_file.name}.{os.getpid()}.tmp"
+    link = directory / f"{CHECKPOINT_NAME}.{os.getpid()}.tmp"
+    try:
+        _write(tensors, metadata, tmp)
+        os.replace(tmp, step_file)
+        try:
+            link.unlink(missing_ok=True)
+            os.link(step_file, link)
+        except OSError:  # no hard links here: a full copy, still renamed into place
+            _write(tensors, metadata, link)
+        os.replace(link, final)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        link.unlink(missing_ok=True)
+        kept = f"; {final} still holds the previous checkpoint" if final.exists() else ""
+        raise OSError(e.errno, f"could not write checkpoint {step_file}: {e.strerror or e}{kept}") from e
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        link.unlink(missing_ok=True)
+        raise
+    _fsync_dir(directory)
+    for old in sorted(directory.glob("step_*.safetensors"))[:-keep_last]:
+        if old != step_file:
+            old.unlink(missing_ok=True)
     return final
 
 

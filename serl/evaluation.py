@@ -148,16 +148,15 @@ def evaluate(
     Returns:
         :class:`EvalResult` with metrics ``eval/success_rate``, ``eval/<task_type>/success_rate`` (task
         types present), ``eval/valid_action_ratio`` (over all steps of all games),
-        ``eval/episode_length_mean``, ``eval/n_games``, ``eval/tokens_per_s`` and ``time/eval_s``, and one
-        :class:`GameResult` per game. The worker's settings, its ``last_stats`` and the global RNG state
-        are as before the call.
+        ``eval/episode_length_mean``, ``eval/n_games`` (games played), ``eval/dropped_games`` (games whose env
+        kept failing, left out), ``eval/tokens_per_s`` and ``time/eval_s``, and one :class:`GameResult` per
+        game played. The worker's settings and the global RNG state are as before the call.
     """
     settings = EvalSettings(n_games=n_games, temperature=float(temperature), max_turns=max_turns, seed=seed)
     games = eval_game_list(suite, settings.n_games)
     t0 = time.time()
-    saved_stats = dict(worker.last_stats)
     with preserved_rng():
-        trajectories = worker.collect(
+        rollout = worker.collect(
             games,
             group_size=1,
             seed=settings.seed,
@@ -165,17 +164,16 @@ def evaluate(
             max_turns=settings.max_turns,
             temperature=settings.temperature,
         )
-        stats = dict(worker.last_stats)
-    worker.last_stats = saved_stats
-    if len(trajectories) != len(games):  # group size 1: one trajectory per game, in game order
-        raise RuntimeError(f"evaluation got {len(trajectories)} trajectories for {len(games)} games")
+    trajectories, stats = rollout.trajectories, rollout.stats  # group size 1: one per game, in game order
+    played = [games[t.group_id] for t in trajectories]  # a game whose env kept failing is left out (counted)
 
     steps = [s for t in trajectories for s in t.steps]
     metrics = {f"eval/{k}": float(v) for k, v in suite.success_metrics(trajectories).items()}
     metrics["eval/valid_action_ratio"] = _mean([float(s.valid) for s in steps])
     metrics["eval/episode_length_mean"] = _mean([float(t.length) for t in trajectories])
     metrics["eval/n_games"] = float(len(trajectories))
+    metrics["eval/dropped_games"] = float(stats["dropped_episodes"])
     gen_s = float(stats.get("generate_s", 0.0))
     metrics["eval/tokens_per_s"] = float(stats.get("tokens_generated", 0)) / gen_s if gen_s > 0 else 0.0
     metrics["time/eval_s"] = time.time() - t0
-    return EvalResult(metrics=metrics, games=[game_result(g, t) for g, t in zip(games, trajectories)])
+    return EvalResult(metrics=metrics, games=[game_result(g, t) for g, t in zip(played, trajectories)])

@@ -26,7 +26,7 @@ Deliberate deviations from the reference (DESIGN §4):
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import torch
 
@@ -35,6 +35,15 @@ from serl.policy.models import match_trainable, trainable_parameters
 from serl.types import TeacherContext
 
 TRUNCATION_MARKER = "\n[... middle of the privileged context omitted ...]\n"
+
+
+class TeacherScores(NamedTuple):
+    """What :meth:`TeacherScorer.score` returns."""
+
+    logprobs: torch.Tensor  # [N, n_response] teacher log-probs of the response tokens (0 where not scored)
+    has_context: torch.Tensor  # [N] bool: the row was scored with a privileged context
+    truncated: int  # prompts shortened middle-out to fit max_prompt_tokens (§10.8)
+    dropped: int  # contexts that could not fit at all (their rows stay plain GRPO)
 
 
 class TeacherScorer:
@@ -62,8 +71,8 @@ class TeacherScorer:
         self.template = privileged_template
         self.temperature = temperature
         self.micro_batch_size = micro_batch_size
-        self.truncated = 0  # prompts shortened middle-out in the last call
-        self.dropped = 0  # contexts that could not fit at all in the last call
+        self.truncated = 0  # prompts shortened middle-out since the counter was last reset (by score())
+        self.dropped = 0  # contexts that could not fit at all, likewise
 
     # ----------------------------------------------------------------------------------------- sync
     def maybe_sync(self, policy: torch.nn.Module, completed_steps: int) -> bool:
@@ -144,11 +153,12 @@ class TeacherScorer:
         contexts: Sequence[TeacherContext],
         response_ids: Sequence[Sequence[int]],
         n_response: int,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> TeacherScores:
         """Teacher log-probs of the student's response tokens.
 
-        Returns ``(teacher_logprobs [N, n_response], has_context [N] bool)``; rows without a (fitting)
-        context are not forwarded and hold zeros.
+        Returns :class:`TeacherScores`: ``logprobs [N, n_response]``, ``has_context [N]`` bool (rows without
+        a (fitting) context are not forwarded and hold zeros) and this call's ``truncated`` / ``dropped``
+        prompt counts.
         """
         self.truncated = self.dropped = 0
         n = len(student_prompts)
@@ -165,7 +175,7 @@ class TeacherScorer:
             prompts.append(ids)
             responses.append(list(resp))
         if not rows:
-            return out, has
+            return TeacherScores(out, has, self.truncated, self.dropped)
         # Longest first, so each micro-batch holds similar lengths and carries little padding.
         order = sorted(range(len(rows)), key=lambda j: -(len(prompts[j]) + len(responses[j])))
         rows = [rows[j] for j in order]
@@ -186,4 +196,4 @@ class TeacherScorer:
         idx = torch.tensor(rows)
         out[idx, :t_len] = logp.float().cpu()
         has[idx] = True
-        return out, has
+        return TeacherScores(out, has, self.truncated, self.dropped)

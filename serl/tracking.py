@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -55,6 +56,9 @@ class Tracker:
     def summary(self, values: Mapping[str, Any]) -> None:
         pass
 
+    def rewind(self, step: int) -> None:
+        """A resumed run continues after training step ``step``: forget what was logged after it."""
+
     def close(self, ok: bool = True) -> None:
         pass
 
@@ -85,6 +89,23 @@ class JsonlTracker(Tracker):
     def summary(self, values: Mapping[str, Any]) -> None:
         atomic_write_text(self.summary_path, json.dumps(_jsonable(dict(values)), indent=2, sort_keys=True) + "\n")
 
+    def rewind(self, step: int) -> None:
+        """Cut ``metrics.jsonl`` back to the lines of steps <= ``step`` (and drop a partial last line), so a
+        step logged after the checkpoint a run resumes from is not logged twice."""
+        if self._file is None or not self.metrics_path.is_file():
+            return
+        self._file.close()
+        kept = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill mid-write
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+                kept.append(line)
+        atomic_write_text(self.metrics_path, "".join(line + "\n" for line in kept))
+        self._file = open(self.metrics_path, "a")
+
     def close(self, ok: bool = True) -> None:
         if self._file is not None:
             self._file.close()
@@ -95,17 +116,26 @@ class JsonlTracker(Tracker):
         return str(self.metrics_path if self.stream_metrics else self.summary_path)
 
 
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+ONLINE_INIT_TIMEOUT_S = 30.0  # how long an online W&B init may take before the run falls back to offline
+
+
 def wandb_mode(requested: str) -> str:
-    """Resolve ``auto`` to ``online`` when a W&B key is configured, else ``offline``.
+    """Resolve ``auto``: the ``WANDB_MODE`` environment variable when it is set, else ``online`` when a W&B
+    key is configured, else ``offline``. An explicit ``online`` / ``offline`` / ``disabled`` wins.
 
     A key counts as configured when ``WANDB_API_KEY`` is set or ``~/.netrc`` has an entry for the W&B API
     host (what ``wandb login`` writes).
     """
-    allowed = ("auto", "online", "offline", "disabled")
-    if requested not in allowed:
-        raise ValueError(f"logger.mode={requested!r} is not one of {allowed}")
+    if requested not in WANDB_MODES:
+        raise ValueError(f"logger.mode={requested!r} is not one of {WANDB_MODES}")
     if requested != "auto":
         return requested
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env:
+        if env not in ("online", "offline", "disabled", "dryrun", "run"):
+            raise ValueError(f"WANDB_MODE={env!r} is not one of online, offline, disabled")
+        return {"dryrun": "offline", "run": "online"}.get(env, env)
     if os.environ.get("WANDB_API_KEY"):
         return "online"
     netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
@@ -134,17 +164,33 @@ class WandbTracker(Tracker):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._wandb = wandb
-        self.run = wandb.init(
+        kwargs = dict(
             project=project,
             entity=entity,
             name=name,
             dir=str(self.run_dir),
-            mode=self.mode,
             config=_jsonable(dict(config)),
             tags=list(tags),
             job_type=job_type,  # "train" | "eval": lets the W&B UI group training runs and evaluations
-            settings=wandb.Settings(console="off", silent=True, x_disable_stats=True),
             reinit="finish_previous",
+        )
+        try:
+            self.run = wandb.init(mode=self.mode, settings=self._settings(), **kwargs)
+        except Exception as e:  # noqa: BLE001 - unreachable server, rejected key: the run goes on offline
+            if self.mode != "online":
+                raise
+            warnings.warn(
+                f"W&B online init failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                f"logging offline to {self.run_dir / 'wandb'} instead (upload later with `wandb sync`)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self.mode = "offline"
+            self.run = wandb.init(mode=self.mode, settings=self._settings(), **kwargs)
+
+    def _settings(self) -> Any:
+        return self._wandb.Settings(
+            console="off", silent=True, x_disable_stats=True, init_timeout=ONLINE_INIT_TIMEOUT_S
         )
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
@@ -196,6 +242,10 @@ class MultiTracker(Tracker):
     def summary(self, values: Mapping[str, Any]) -> None:
         for t in self.trackers:
             t.summary(values)
+
+    def rewind(self, step: int) -> None:
+        for t in self.trackers:
+            t.rewind(step)
 
     def close(self, ok: bool = True) -> None:
         errors = []

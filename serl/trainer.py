@@ -20,20 +20,20 @@ table (:mod:`serl.teacher_log`). A failing dump warns and sets ``teacher_log/err
 from __future__ import annotations
 
 import json
-import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from serl.algo.advantages import grpo_advantages, step_scores, trajectory_grpo_advantages
 from serl.batch import action_masks, collate
 from serl.checkpoint import (
     TrainingState,
+    assert_finite,
+    check_writable,
     checkpoint_path,
     load_checkpoint,
     load_trainable,
@@ -47,8 +47,18 @@ from serl.evaluation import EvalSettings, evaluate
 from serl.feedback.base import FeedbackSource
 from serl.insertion.base import Insertion
 from serl.learner import Learner
+from serl.metrics import (
+    advantage_metrics,
+    check_finite,
+    episode_metrics,
+    groups_of,
+    rollout_metrics,
+    serl_metrics,
+    summarize,
+)
+from serl.progress import Progress, Timer
 from serl.rollout.base import RolloutWorker
-from serl.teacher import TeacherScorer
+from serl.teacher import TeacherScorer, TeacherScores
 from serl.teacher_log import (
     TABLE_COLUMNS,
     TABLE_KEY,
@@ -73,7 +83,9 @@ class TrainerSettings:
     seed: int = 0
     run_dir: Path = Path("outputs/run")
     save_every: int = 1  # checkpoint every N steps (0: only at the end)
+    keep_last: int = 1  # step checkpoints kept on disk (the newest N)
     advantage: str = "cross_step"  # cross_step (reference §1.5) | trajectory
+    trajectory_value: str = "mean"  # advantage=trajectory: a trajectory's value, mean | first (reference)
     norm_by_std: bool = True
     invalid_penalty: float = 0.1
     resume: str | None = None
@@ -82,16 +94,6 @@ class TrainerSettings:
     evaluation: EvalSettings | None = None  # what an evaluation plays (needed when eval_every > 0)
     teacher_log: TeacherLogSettings = field(default_factory=TeacherLogSettings)  # teacher dumps (off by default)
     extra_summary: dict[str, Any] = field(default_factory=dict)
-
-
-def _mean(xs: Sequence[float]) -> float:
-    return float(sum(xs) / len(xs)) if xs else 0.0
-
-
-def mixed_group_fraction(groups: Sequence[Sequence[Trajectory]]) -> float:
-    """Fraction of GRPO groups with mixed outcomes (some won, some lost): the only groups whose episode
-    reward differs, i.e. that carry a win/loss signal for the advantage (§1.5)."""
-    return _mean([float(0 < sum(t.won for t in g) < len(g)) for g in groups])
 
 
 class Trainer:
@@ -143,9 +145,14 @@ class Trainer:
             rng=rng_state(),
             extra={"run_dir": str(self.s.run_dir)},
         )
-        return save_checkpoint(self.s.run_dir / "checkpoints", state)
+        t0 = time.time()
+        path = save_checkpoint(self.s.run_dir / "checkpoints", state, keep_last=self.s.keep_last)
+        self.checkpoint_s += time.time() - t0
+        return path
 
     def restore(self, path: str | Path) -> None:
+        """Continue from a checkpoint: weights, optimizer, teacher, RNG and step counter; the run's
+        ``metrics.jsonl`` is cut back to the checkpoint's step, so every step is logged exactly once."""
         path = checkpoint_path(path)
         state = load_checkpoint(path)
         load_trainable(self.model, state.model, path)
@@ -154,9 +161,21 @@ class Trainer:
             self.teacher.load_state_dict(state.teacher)
         set_rng_state(state.rng)
         self.step = state.step
-        self.worker.generator.sync_weights(self.model)
+        self.tracker.rewind(self.step)
+        self.worker.sync_weights(self.model)
+
+    def _save_due(self) -> bool:
+        return bool(self.s.save_every and self.step % self.s.save_every == 0) or self.step == self.s.steps
 
     # ------------------------------------------------------------------------------------- helpers
+    def _seed(self, u: int) -> int:
+        """Seed of training step ``u``'s game sample and rollout (a function of the step counter alone)."""
+        return self.s.seed * 1_000_003 + u
+
+    def _lambda(self, u: int) -> float:
+        """λ of training step ``u`` (§5.1); 0 without a teacher."""
+        return float(self.decay(u)) if self.teacher is not None else 0.0
+
     def _advantages(self, steps: list[Step], owners: list[Trajectory]) -> torch.Tensor:
         """§1.4–1.5: episode reward on every step, invalid penalty, group-relative normalisation."""
         rewards = torch.tensor([t.episode_reward for t in owners], dtype=torch.float32)
@@ -166,105 +185,61 @@ class Trainer:
         if self.s.advantage == "cross_step":
             return grpo_advantages(scores, groups, norm_by_std=self.s.norm_by_std)
         trajs = torch.tensor([t.group_id * self.s.group_size + t.traj_id for t in owners], dtype=torch.long)
-        return trajectory_grpo_advantages(scores, groups, trajs, norm_by_std=self.s.norm_by_std)
+        return trajectory_grpo_advantages(
+            scores, groups, trajs, norm_by_std=self.s.norm_by_std, traj_value=self.s.trajectory_value
+        )
 
-    @staticmethod
-    def _groups(trajectories: list[Trajectory]) -> list[list[Trajectory]]:
-        """The GRPO groups of a step (by group id), each ordered by trajectory index."""
-        by_group: dict[int, list[Trajectory]] = {}
-        for t in trajectories:
-            by_group.setdefault(t.group_id, []).append(t)
-        return [sorted(g, key=lambda t: t.traj_id) for _, g in sorted(by_group.items())]
-
-    def _contexts(self, trajectories: list[Trajectory], groups: list[list[Trajectory]]) -> list[TeacherContext]:
+    def _contexts(self, trajectories: list[Trajectory]) -> list[TeacherContext]:
         """Insertion + feedback for every step, flattened in the same order as the steps of ``trajectories``."""
         out: dict[tuple[int, int, int], TeacherContext] = {}
-        for group in groups:
+        for group in groups_of(trajectories):
             for traj, ctxs in zip(group, self.insertion.contexts(group, self.feedback)):
                 for step, ctx in zip(traj.steps, ctxs):
                     out[(traj.group_id, traj.traj_id, step.step_id)] = ctx
         return [out[(t.group_id, t.traj_id, s.step_id)] for t in trajectories for s in t.steps]
 
-    def _episode_metrics(self, trajectories: list[Trajectory], steps: list[Step]) -> dict[str, float]:
-        rewards = [t.episode_reward for t in trajectories]
-        lengths = [t.length for t in trajectories]
-        m = {f"episode/{k}": v for k, v in self.suite.success_metrics(trajectories).items()}
-        m.update(
-            {
-                "episode/reward/mean": _mean(rewards),
-                "episode/reward/max": max(rewards),
-                "episode/reward/min": min(rewards),
-                "episode/length/mean": _mean(lengths),
-                "episode/length/max": float(max(lengths)),
-                "episode/length/min": float(min(lengths)),
-                "episode/valid_action_ratio": _mean([float(s.valid) for s in steps]),
-                "episode/mixed_group_fraction": mixed_group_fraction(self._groups(trajectories)),
-                "episode/step_samples": float(len(steps)),
-            }
-        )
-        return m
-
-    @staticmethod
-    def _serl_metrics(
-        contexts: list[TeacherContext], has: torch.Tensor, masks: list[list[bool]], lam: float
-    ) -> dict[str, float]:
-        """SERL_REFERENCE §5.3 driver-side metrics; ``has`` marks the rows the teacher scored (a context and a
-        non-zero advantage)."""
-        n = len(masks)
-        m = {
-            "serl/context_available_fraction": _mean([float(c.has_context) for c in contexts]),
-            "serl/teacher_scored_fraction": float(has.float().mean()) if n else 0.0,
-        }
-        sources = sorted({src for c in contexts for src in c.sources})
-        for src in sources:
-            m[f"serl/{src}_reference_fraction"] = _mean([float(src in c.sources) for c in contexts])
-        rows = [i for i in range(n) if bool(has[i])]
-        tok = sum(len(masks[i]) for i in rows)
-        m["serl/action_token_fraction"] = sum(sum(masks[i]) for i in rows) / tok if tok else 0.0
-        m["serl/action_parse_failure_fraction"] = _mean([float(not any(masks[i])) for i in rows])
-        sizes = [c.anchor_size for c in contexts if c.anchor_size is not None]
-        if sizes:
-            m["serl/anchor_group_size_mean"] = _mean(sizes)
-            m["serl/anchor_action_count_mean"] = _mean([c.anchor_actions for c in contexts if c.anchor_actions is not None])
-        return m
+    def _teacher_pass(
+        self, trajectories: list[Trajectory], steps: list[Step], advantages: torch.Tensor
+    ) -> tuple[list[TeacherContext], TeacherScores, dict[str, float]]:
+        """Feedback, insertion and the teacher's log-probs of the action tokens (§2–§4). A zero advantage
+        makes the teacher's weight irrelevant (Ã = A·w, §5.2), so only rows with a non-zero advantage are
+        scored. Returns the contexts, the scores and the feedback source's metrics."""
+        assert self.teacher is not None
+        feedback_metrics = self.feedback.prepare(groups_of(trajectories))  # batched I/O (judge requests)
+        contexts = self._contexts(trajectories)
+        scored = [c if a != 0 else TeacherContext() for c, a in zip(contexts, advantages.tolist())]
+        n_resp = max(len(s.response_ids) for s in steps)
+        scores = self.teacher.score([s.prompt for s in steps], scored, [s.response_ids for s in steps], n_resp)
+        return contexts, scores, feedback_metrics
 
     # ------------------------------------------------------------------------------------ the loop
     def train(self) -> dict[str, Any]:
+        check_writable(self.s.run_dir / "checkpoints")  # before any rollout: a read-only folder fails now
         if self.s.resume:
             self.restore(self.s.resume)
-        start = self.step
-        t_start = time.time()
-        ok = False
-        bar = tqdm(total=self.s.steps, initial=start, desc="serl", unit="step", dynamic_ncols=True)
+        start, t_start, ok = self.step, time.time(), False
+        progress = Progress(self.s.steps, initial=start)
         try:
             if self.s.eval_every > 0 and self.s.eval_at_start and self.step == 0:  # where the curve starts
-                metrics = self.run_eval(bar)
-                self.history.append(metrics)
-                self.tracker.log(metrics, step=0)
+                self._log(self.run_eval(progress), step=0)
             while self.step < self.s.steps:
-                metrics = self.train_step(bar)
+                metrics = self.train_step(progress)
                 if self._eval_due():
-                    metrics.update(self.run_eval(bar))
-                self.history.append(metrics)
-                self.tracker.log(metrics, step=self.step)
-                bar.update(1)
-                postfix = (
-                    f"success {metrics['episode/success_rate']:.2f} valid {metrics['episode/valid_action_ratio']:.2f} "
-                    f"loss {metrics['actor/loss']:+.4f} λ {metrics['serl/lambda']:.3f}"
-                )
-                if "eval/success_rate" in metrics:
-                    postfix += f" eval success {metrics['eval/success_rate']:.2f}"
-                bar.set_postfix_str(postfix)
-                if (self.s.save_every and self.step % self.s.save_every == 0) or self.step == self.s.steps:
-                    t0 = time.time()
+                    metrics.update(self.run_eval(progress))
+                self._log(metrics, step=self.step)
+                progress.step_done(metrics)
+                if self._save_due():
                     self.save()
-                    self.checkpoint_s += time.time() - t0
             ok = True
         finally:
-            bar.close()
+            progress.close()
             summary = self.summary(start, time.time() - t_start, ok)
             self.tracker.summary(summary)
         return summary
+
+    def _log(self, metrics: dict[str, float], step: int) -> None:
+        self.history.append(metrics)
+        self.tracker.log(metrics, step=step)
 
     # ---------------------------------------------------------------------------------- evaluation
     def _eval_due(self) -> bool:
@@ -272,16 +247,11 @@ class Trainer:
         every = self.s.eval_every
         return every > 0 and (self.step % every == 0 or self.step == self.s.steps)
 
-    def run_eval(self, bar: tqdm | None = None) -> dict[str, float]:
+    def run_eval(self, progress: Progress | None = None) -> dict[str, float]:
         """Evaluate the current policy (:func:`serl.evaluation.evaluate`); write the per-game rows to
         ``<run>/evals/step_<step>.json``; return the ``eval/*`` and ``time/eval_s`` metrics."""
         e = self.s.evaluation
         assert e is not None  # checked in __init__
-
-        def progress(finished: int, total: int) -> None:
-            if bar is not None:
-                bar.set_postfix_str(f"step {self.step}: evaluating, {finished}/{total} games finished")
-
         result = evaluate(
             self.worker,
             self.suite,
@@ -289,7 +259,7 @@ class Trainer:
             seed=e.seed,
             temperature=e.temperature,
             max_turns=e.max_turns,
-            progress=progress,
+            progress=progress.episodes(self.step, "evaluating,") if progress is not None else None,
         )
         out = self.s.run_dir / "evals" / f"step_{self.step:06d}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -299,96 +269,70 @@ class Trainer:
         return result.metrics
 
     # ------------------------------------------------------------------------------ one training step
-    def train_step(self, bar: tqdm | None = None) -> dict[str, float]:
+    def train_step(self, progress: Progress) -> dict[str, float]:
         u = self.step
-        t_step = time.time()
-        lam = float(self.decay(u)) if self.teacher is not None else 0.0
-        teacher_active = self.teacher is not None and lam > 0
+        lam = self._lambda(u)
+        timer = Timer()
 
         # 1. rollout: n_tasks games x group_size episodes (§1.2-1.3)
-        t0 = time.time()
-        games = self.suite.train_games(self.s.n_tasks, seed=self.s.seed * 1_000_003 + u)
-
-        turns = [0]
-
-        def progress(finished: int, total: int) -> None:  # called by the worker after every turn
-            turns[0] += 1
-            if bar is not None:
-                bar.set_postfix_str(f"step {u + 1}: rollout turn {turns[0]}, {finished}/{total} episodes finished")
-
-        trajectories = self.worker.collect(games, self.s.group_size, seed=self.s.seed * 1_000_003 + u, progress=progress)
+        with timer("rollout"):
+            games = self.suite.train_games(self.s.n_tasks, seed=self._seed(u))
+            rollout = self.worker.collect(
+                games, self.s.group_size, seed=self._seed(u), progress=progress.episodes(u + 1, "rollout")
+            )
+        trajectories = rollout.trajectories
+        if not trajectories:
+            raise RuntimeError(f"training step {u + 1}: every episode was dropped after env failures (warnings above)")
         steps = [s for t in trajectories for s in t.steps]
         owners = [t for t in trajectories for _ in t.steps]
-        t_rollout = time.time() - t0
 
-        # 2. reward & advantage (§1.4-1.5)
+        # 2. reward & advantage (§1.4-1.5); the executable action tokens of each response (§6)
         advantages = self._advantages(steps, owners)
         masks = action_masks(steps, self.decode)
 
-        # 3-5. insertion + feedback -> teacher scores, once per step (§2, §3, §4; DESIGN §4)
-        t0 = time.time()
-        teacher_lp = has = None
-        contexts: list[TeacherContext] = []
-        feedback_metrics: dict[str, float] = {}
-        synced = False
-        if self.teacher is not None:
-            synced = self.teacher.maybe_sync(self.model, u)
-        if teacher_active:
-            if bar is not None:
-                bar.set_postfix_str(f"step {u + 1}: teacher scoring")
-            groups = self._groups(trajectories)
-            feedback_metrics = self.feedback.prepare(groups)  # batched I/O (judge requests), only while λ > 0
-            contexts = self._contexts(trajectories, groups)
-            # A zero advantage makes the teacher's weight irrelevant (Ã = A·multiplier, §5.2): only rows
-            # with a non-zero advantage are scored (a group whose steps all score alike costs no teacher forward).
-            scored = [c if a != 0 else TeacherContext() for c, a in zip(contexts, advantages.tolist())]
-            n_resp = max(len(s.response_ids) for s in steps)
-            teacher_lp, has = self.teacher.score(
-                [s.prompt for s in steps], scored, [s.response_ids for s in steps], n_resp
-            )
-        t_teacher = time.time() - t0
+        # 3-5. insertion + feedback -> teacher log-probs on the action tokens, while λ > 0 (§2-§4)
+        synced = self.teacher is not None and self.teacher.maybe_sync(self.model, u)
+        teacher = None
+        if lam > 0:
+            progress.phase(u + 1, "teacher scoring")
+            with timer("teacher"):
+                contexts, teacher, feedback_metrics = self._teacher_pass(trajectories, steps, advantages)
 
-        # 6. learner update, then push the new weights to the rollout backend
-        t0 = time.time()
-        if bar is not None:
-            bar.set_postfix_str(f"step {u + 1}: policy update on {len(steps)} step samples")
-        batch = collate(steps, advantages, masks, self.pad_id, teacher_lp, has)
-        metrics = self.learner.update(batch, lam if teacher_active else 0.0)
-        t_update = time.time() - t0
-        t0 = time.time()
-        self.worker.generator.sync_weights(self.model)
-        t_sync = time.time() - t0
+        # 6. learner update (SERL's reweighted advantage, §5.2), then the new weights go to the rollout backend
+        progress.phase(u + 1, f"policy update on {len(steps)} step samples")
+        with timer("update"):
+            lp, has = (teacher.logprobs, teacher.has_context) if teacher is not None else (None, None)
+            batch = collate(steps, advantages, masks, self.pad_id, lp, has)
+            metrics = self.learner.update(batch, lam)
+        assert_finite(trainable_state(self.model), f"the policy after training step {u + 1} (nothing of it was saved)")
+        with timer("weight_sync"):
+            self.worker.sync_weights(self.model)
         self.step = u + 1
 
         # 7. metrics (§5.3, §8.4)
-        metrics.update(self._episode_metrics(trajectories, steps))
-        metrics["serl/lambda"] = lam
-        metrics["serl/teacher_inactive_after_decay"] = float(self.teacher is not None and lam == 0.0)
-        metrics["serl/teacher_synced"] = float(synced)
-        if teacher_active:
-            metrics.update(self._serl_metrics(contexts, has, masks, lam))
+        metrics.update(episode_metrics(trajectories, steps, self.suite.success_metrics(trajectories)))
+        metrics.update(advantage_metrics(advantages))
+        metrics.update(rollout_metrics(rollout.stats, steps))
+        metrics.update(self._teacher_metrics(lam, synced, teacher))
+        if teacher is not None:
+            metrics.update(serl_metrics(contexts, teacher.has_context, masks))
             metrics.update(feedback_metrics)
-            metrics["serl/teacher_prompt_truncated"] = float(self.teacher.truncated)
-            metrics["serl/teacher_context_dropped"] = float(self.teacher.dropped)
-        metrics["advantage/mean"] = float(advantages.mean())
-        metrics["advantage/max"] = float(advantages.max())
-        metrics["advantage/min"] = float(advantages.min())
-        stats = getattr(self.worker, "last_stats", {}) or {}
-        tokens = float(stats.get("tokens_generated", sum(len(s.response_ids) for s in steps)))
-        metrics["rollout/tokens"] = tokens
-        metrics["rollout/tokens_per_s"] = tokens / stats["generate_s"] if stats.get("generate_s") else 0.0
-        metrics["time/env_s"] = float(stats.get("env_s", 0.0))
-        metrics["time/rollout_s"] = t_rollout
-        metrics["time/teacher_s"] = t_teacher
-        metrics["time/update_s"] = t_update
-        metrics["time/weight_sync_s"] = t_sync
-        if teacher_active and self.s.teacher_log.due(self.step):
-            metrics.update(self._teacher_log(batch, advantages, steps, owners, contexts, lam))
-        metrics["time/step_s"] = time.time() - t_step
-        for k, v in metrics.items():
-            if isinstance(v, float) and not math.isfinite(v):
-                raise FloatingPointError(f"metric {k} is {v} at training step {self.step}")
+            if self.s.teacher_log.due(self.step):
+                metrics.update(self._teacher_log(batch, advantages, steps, owners, contexts, lam))
+        metrics.update(timer.metrics())
+        check_finite(metrics, self.step)
         return metrics
+
+    def _teacher_metrics(self, lam: float, synced: bool, scores: TeacherScores | None) -> dict[str, float]:
+        m = {
+            "serl/lambda": lam,
+            "serl/teacher_inactive_after_decay": float(self.teacher is not None and lam == 0.0),
+            "serl/teacher_synced": float(synced),
+        }
+        if scores is not None:
+            m["serl/teacher_prompt_truncated"] = float(scores.truncated)
+            m["serl/teacher_context_dropped"] = float(scores.dropped)
+        return m
 
     def _teacher_log(
         self,
@@ -437,7 +381,6 @@ class Trainer:
         return {"teacher_log/errors": 0.0}
 
     def summary(self, start: int, wall_s: float, ok: bool) -> dict[str, Any]:
-        last = self.history[-1] if self.history else {}
         out: dict[str, Any] = {
             "completed": ok,
             "steps_completed": self.step,
@@ -447,18 +390,7 @@ class Trainer:
             "checkpoint_time_s": self.checkpoint_s,
             "run_dir": str(self.s.run_dir),
         }
-        if self.history:
-            for key in sorted({k for h in self.history for k in h}):
-                vals = [h[key] for h in self.history if key in h]
-                out[f"last/{key}"] = last.get(key, vals[-1])
-                if key.startswith("episode/") and ("success_rate" in key or "mixed_group" in key):
-                    out[f"mean/{key}"] = _mean(vals)
-                if key.endswith(("_min", "/min")):  # extremes over the run (e.g. the teacher's weight range)
-                    out[f"min/{key}"] = min(vals)
-                elif key.endswith(("_max", "/max")):
-                    out[f"max/{key}"] = max(vals)
-            for key in ("time/rollout_s", "time/teacher_s", "time/update_s", "time/step_s", "time/eval_s"):
-                out[f"total/{key}"] = sum(h.get(key, 0.0) for h in self.history)
+        out.update(summarize(self.history))
         # last/eval/* above are the latest evaluation's metrics; this is the step it ran at
         out["last_eval_step"] = self.last_eval_step
         out.update(self.s.extra_summary)

@@ -12,11 +12,14 @@ Functions
   mean and unbiased std over **all step samples** of the group, so long (usually failed) trajectories
   weigh more. A group with one sample gets ``mu=0, sd=1``.
 * :func:`trajectory_grpo_advantages` — the trajectory-level option (§10.1, DESIGN §4): the group statistics
-  are computed over **one value per trajectory** (that trajectory's mean step score), so every trajectory
-  counts once regardless of its length; each step still keeps its own score, ``A_i = (s_i - mu)/(sd+eps)``.
-  Since all steps of a trajectory share the outcome reward, the per-trajectory mean differs from the
-  outcome reward only by the trajectory's invalid-step penalties. A group holding a single trajectory
-  gets ``mu=0, sd=1`` (the same rule as the step level).
+  are computed over **one value per trajectory**, so every trajectory counts once regardless of its length;
+  each step still keeps its own score, ``A_i = (s_i - mu)/(sd+eps)``. The value is the trajectory's mean step
+  score (``traj_value="mean"``, serl) or the score of its first sample in input order (``traj_value="first"``,
+  the reference's ``compute_mean_std_cross_steps=False`` branch of ``CA :: compute_grpo_outcome_advantage``,
+  which keeps the first-found sample of each ``(uid, traj_uid)``; serl's trainer lists a trajectory's steps
+  in step order, so that is step 0). Since all steps of a trajectory share the outcome reward, both values
+  differ from the outcome reward only by invalid-step penalties (all of them averaged, or the first step's).
+  A group holding a single trajectory gets ``mu=0, sd=1`` (the same rule as the step level).
 
 Worked example (§1.5): one success (score 10) of 5 steps and seven failures (score 0) of 50 steps give
 ``mu≈0.14, sd≈1.18, A_success≈+8.4, A_fail≈−0.12`` at step level and ``mu=1.25, sd≈3.54, +2.47 / −0.35``
@@ -25,8 +28,16 @@ at trajectory level.
 Deviations from the reference
 -----------------------------
 * Group statistics are accumulated in float64 (two-pass: mean, then squared deviations) and the result is
-  cast back to the scores' floating dtype; the reference works in the input dtype (float32). This changes
-  rounding only.
+  cast back to the scores' floating dtype; the reference works in the input dtype (float32, ``torch.mean`` /
+  ``torch.std``). This changes rounding only, except in one case: a group whose scores are all equal gets
+  exactly 0 here, while the reference's float32 mean can miss the common value by an ulp and divide that
+  ulp by a std of the same size, e.g. six scores of 9.9 give ``(9.9f - (9.9f + 2^-20)) / (2^-20·sqrt(6/5)
+  + 1e-6) = -0.466`` on every sample, and all-``-0.1`` groups (every step of every rollout invalid) give
+  about +0.007 to +0.015. That is a rounding artefact (§1.8: equal scores carry no signal), so serl does not
+  reproduce it in any preset (README "Differences from the reference").
+* :func:`trajectory_grpo_advantages` defaults to the mean step score per trajectory (``traj_value="mean"``);
+  the reference's trajectory-level branch (not used by its SERL recipe, §1.5) takes the first-found sample's
+  score (``traj_value="first"``).
 * The reference's ``adjust_batch`` duplicates (§1.5) are not produced here; if a caller passes duplicated
   samples they enter the statistics exactly like in the reference.
 """
@@ -38,7 +49,10 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["step_scores", "grpo_advantages", "trajectory_grpo_advantages"]
+__all__ = ["step_scores", "grpo_advantages", "trajectory_grpo_advantages", "TRAJ_VALUES"]
+
+#: value of a trajectory in :func:`trajectory_grpo_advantages` (module docstring).
+TRAJ_VALUES = ("mean", "first")
 
 
 def _check_1d(name: str, x: Tensor, n: int | None = None) -> None:
@@ -140,14 +154,21 @@ def grpo_advantages(scores: Tensor, group_ids: Tensor, eps: float = 1e-6, norm_b
 
 
 def trajectory_grpo_advantages(
-    scores: Tensor, group_ids: Tensor, traj_ids: Tensor, eps: float = 1e-6, norm_by_std: bool = True
+    scores: Tensor,
+    group_ids: Tensor,
+    traj_ids: Tensor,
+    eps: float = 1e-6,
+    norm_by_std: bool = True,
+    traj_value: str = "mean",
 ) -> Tensor:
     """GRPO advantage with trajectory-level statistics (option, SERL_REFERENCE §10.1, DESIGN §4).
 
     A trajectory is identified by the pair ``(group_id, traj_id)`` (so ``traj_ids`` may restart at 0 in
-    every group). Its value is the mean score of its steps. For each group ``g``: ``mu_g, sd_g`` = mean and
-    unbiased std of the **trajectory values** of the group (``mu=0, sd=1`` if the group has one trajectory);
-    every step keeps its own score: ``A_i = (s_i − mu_g) / (sd_g + eps)`` (``s_i − mu_g`` without std).
+    every group). Its value is the mean score of its steps (``traj_value="mean"``) or the score of its first
+    sample in input order (``"first"``, the reference's ``compute_mean_std_cross_steps=False``). For each
+    group ``g``: ``mu_g, sd_g`` = mean and unbiased std of the **trajectory values** of the group (``mu=0,
+    sd=1`` if the group has one trajectory); every step keeps its own score:
+    ``A_i = (s_i − mu_g) / (sd_g + eps)`` (``s_i − mu_g`` without std).
 
     Args:
         scores: ``[N]`` per-step scores.
@@ -155,6 +176,7 @@ def trajectory_grpo_advantages(
         traj_ids: ``[N]`` long trajectory labels (unique within a group).
         eps: ``>= 0`` added to the std.
         norm_by_std: divide by ``sd + eps``.
+        traj_value: one of :data:`TRAJ_VALUES` (``"mean"``: serl; ``"first"``: the reference).
 
     Returns:
         ``[N]`` advantages, dtype of ``scores`` (if floating).
@@ -163,6 +185,8 @@ def trajectory_grpo_advantages(
     _check_ids("group_ids", group_ids, scores.shape[0])
     _check_ids("traj_ids", traj_ids, scores.shape[0])
     _check_eps(eps)
+    if traj_value not in TRAJ_VALUES:
+        raise ValueError(f"traj_value must be one of {', '.join(TRAJ_VALUES)}, got {traj_value!r}")
     out_dtype = _float_dtype(scores)
     if scores.numel() == 0:
         return scores.to(out_dtype).clone()
@@ -171,9 +195,16 @@ def trajectory_grpo_advantages(
     uniq_pairs, traj = torch.unique(pairs, dim=0, return_inverse=True)  # one row per trajectory
     s64 = scores.detach().cpu().to(torch.float64)
     n_traj = uniq_pairs.shape[0]
-    steps_per_traj = torch.zeros(n_traj, dtype=torch.float64).index_add_(0, traj, torch.ones_like(s64))
-    # §10.1 option: one value per trajectory = its mean step score
-    traj_value = torch.zeros(n_traj, dtype=torch.float64).index_add_(0, traj, s64) / steps_per_traj
+    if traj_value == "first":
+        # CA :: compute_grpo_outcome_advantage with compute_mean_std_cross_steps=False (§1.5, §10.1): only the
+        # first-found sample of each (uid, traj_uid) enters S_g
+        position = torch.arange(s64.shape[0])
+        first = torch.full((n_traj,), s64.shape[0], dtype=torch.long).scatter_reduce_(0, traj, position, "amin")
+        values = s64[first]
+    else:
+        # §10.1 option (serl): one value per trajectory = its mean step score
+        steps_per_traj = torch.zeros(n_traj, dtype=torch.float64).index_add_(0, traj, torch.ones_like(s64))
+        values = torch.zeros(n_traj, dtype=torch.float64).index_add_(0, traj, s64) / steps_per_traj
     traj_group = uniq_pairs[:, 0]
-    adv = _group_normalise(traj_value, traj_group, s64, group, eps, norm_by_std)
+    adv = _group_normalise(values, traj_group, s64, group, eps, norm_by_std)
     return adv.to(device=scores.device, dtype=out_dtype)

@@ -10,9 +10,11 @@ Reference behaviour (SERL_REFERENCE §4.2, ``PC :: _build_anchor_groups``):
   together regardless of the true location (§10.14).
 * :func:`group_by_similarity` — the reference's ``anchor_enable_similarity`` option: greedy
   first-representative clustering, each item joining the first existing cluster whose representative (its
-  first member) has ``difflib.SequenceMatcher(None, a, b).ratio() >= threshold``, else opening a new
-  cluster. Order-dependent by construction; the caller passes items in (step_id, trajectory index) order,
-  as the reference visits records in (step_id, batch index) order.
+  first member) has ``difflib.SequenceMatcher(None, item, representative).ratio() >= threshold`` on the
+  stripped texts, else opening a new cluster; a blank or whitespace-only item is similar to nothing, so it
+  is always a cluster of its own (``PC :: _anchors_are_similar`` compares ``normalize_optional_text`` of both,
+  which is None for blank text). Order-dependent by construction; the caller passes items in (step_id,
+  trajectory index) order, as the reference visits records in (step_id, batch index) order.
 
 Both return one anchor id per item; ids are consecutive integers in order of first appearance.
 
@@ -26,25 +28,26 @@ against it (one definition for both).
 Candidate-action text (SERL_REFERENCE §4.3, ``PC :: _normalize_candidate_action_text``; think removal
 §3.2, ``RT :: _remove_thinking_trace``): :func:`strip_thinking` and :func:`candidate_action`. They live
 here, not in ``serl.insertion``, so that later feedback sources that render responses (success / future
-trajectories) can share them without importing the insertion package.
+trajectories) can share them without importing the insertion package. Both read tags with the shared
+rules of :mod:`serl.algo.masks` (linear time); ``mode="serl"`` matches the think tags in any ASCII case,
+``mode="reference"`` case-sensitively as the reference's think removal does (README "Differences").
 
-Deviations from the reference: none in behaviour. ``group_by_similarity`` short-cuts exact equality
-(ratio 1.0 anyway) and uses difflib's quick upper bounds before computing the full ratio, which changes
-cost, not results.
+Deviations from the reference: none in behaviour. ``group_by_similarity`` short-cuts equality of the
+stripped, non-blank texts (ratio 1.0 anyway) and uses difflib's quick upper bounds before computing the full
+ratio, which changes cost, not results.
 """
 
 from __future__ import annotations
 
 import difflib
-import re
 from typing import Hashable, Iterable, Sequence
+
+from serl.algo.masks import first_action_block
+from serl.algo.masks import remove_thinking as _remove_thinking
 
 EMPTY_ACTION = "(empty action)"
 #: ALFWorld's answer to an unknown or inadmissible command (SERL_REFERENCE §3.1): not a state.
 DEFAULT_NOOP_MESSAGES = ("Nothing happens.",)
-
-_THINK_RE = re.compile(r"<think>.*?</think>\s*", re.DOTALL | re.IGNORECASE)
-_ACTION_RE = re.compile(r"<action>(.*?)</action>", re.DOTALL | re.IGNORECASE)
 
 
 def group_by_observation(observations: Sequence[Hashable]) -> list[int]:
@@ -62,8 +65,11 @@ def group_by_similarity(observations: Sequence[str], threshold: float) -> list[i
 
     Items are visited in the given order. An item joins the *first* existing cluster (in creation order)
     whose representative — the cluster's first member — satisfies
-    ``difflib.SequenceMatcher(None, representative, item).ratio() >= threshold``; otherwise it founds a new
-    cluster and becomes its representative. Representatives never change, so membership is not
+    ``difflib.SequenceMatcher(None, item.strip(), representative.strip()).ratio() >= threshold``; otherwise
+    it founds a new cluster and becomes its representative. The argument order is the reference's (the
+    ratio is not symmetric: ``("aba", "babba")`` gives 0.75, ``("babba", "aba")`` 0.5). A blank or
+    whitespace-only item (or representative) is similar to nothing: it founds its own cluster, which nothing
+    joins (§4.2, ``PC :: _anchors_are_similar``). Representatives never change, so membership is not
     transitive and the result depends on the order (e.g. with items ``B, A, C`` where A~B and B~C but not
     A~C, all three join B's cluster, while the order ``A, C, B`` gives two clusters).
 
@@ -71,14 +77,17 @@ def group_by_similarity(observations: Sequence[str], threshold: float) -> list[i
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"similarity threshold must be in (0, 1), got {threshold!r}")
-    representatives: list[str] = []
+    representatives: list[str | None] = []  # stripped text; None for blank (similar to nothing)
     ids: list[int] = []
-    for obs in observations:
+    for raw in observations:
+        obs = raw.strip() or None  # §4.2: normalize_optional_text — stripped, None when blank
         for cid, rep in enumerate(representatives):
+            if obs is None or rep is None:
+                continue  # PC :: _anchors_are_similar: a blank side is never similar
             if rep == obs:
                 ids.append(cid)
                 break
-            matcher = difflib.SequenceMatcher(None, rep, obs)
+            matcher = difflib.SequenceMatcher(None, obs, rep)  # §4.2: SequenceMatcher(None, a=item, b=rep)
             # real_quick_ratio >= quick_ratio >= ratio: cheap upper bounds reject most pairs early.
             if (
                 matcher.real_quick_ratio() >= threshold
@@ -124,32 +133,36 @@ def effective_observations(
     return out
 
 
-def strip_thinking(text: str) -> str:
+def strip_thinking(text: str, mode: str = "serl") -> str:
     """Remove every ``<think>…</think>`` block and the whitespace that follows it (SERL_REFERENCE §3.2).
 
-    Tags are matched case-insensitively; an unclosed ``<think>`` is left as it is.
+    :func:`serl.algo.masks.remove_thinking` (linear time): tags in any ASCII case (``mode="serl"``) or
+    case-sensitive as in the reference (``mode="reference"``); an unclosed ``<think>`` is left as it is.
 
     >>> strip_thinking("<think>go left?</think>\\n <action>go to desk 1</action>")
     '<action>go to desk 1</action>'
     """
-    return _THINK_RE.sub("", text)
+    return _remove_thinking(text, mode)
 
 
-def candidate_action(response: str, remove_thinking: bool = True) -> str:
+def candidate_action(response: str, remove_thinking: bool = True, mode: str = "serl") -> str:
     """Normalised candidate-action text of one response (SERL_REFERENCE §4.3).
 
     The content of the first ``<action>…</action>`` of the (think-stripped, when ``remove_thinking``)
     response, whitespace runs collapsed to one space, stripped and lower-cased; the whole response
     normalised the same way when there is no complete action tag; ``"(empty action)"`` when the result is
-    empty.
+    empty. The block is :func:`serl.algo.masks.first_action_block` — the first ``<action>`` and the first
+    ``</action>`` after it, the projection's tag rule — and ``mode`` selects its tag case rules and those of
+    the think removal (``"serl"``: any ASCII case; ``"reference"``: Unicode case-insensitive action tag,
+    case-sensitive think tags, as the reference).
 
     >>> candidate_action("<think>hm</think><action>  Go to\\n Desk 1 </action>")
     'go to desk 1'
     """
-    text = strip_thinking(response) if remove_thinking else response
-    match = _ACTION_RE.search(text)
-    if match is not None:
-        text = match.group(1)
+    text = strip_thinking(response, mode) if remove_thinking else response
+    block = first_action_block(text, mode)
+    if block is not None:
+        text = text[block[0] : block[1]]
     text = " ".join(text.split()).lower()
     return text or EMPTY_ACTION
 

@@ -21,9 +21,15 @@ Deviations from the reference
   hold inf/NaN log-probs or advantages without poisoning the loss, the stats or the gradient.
 * :func:`token_entropy` computes in float32 when given half-precision logits and treats ``-inf`` logits
   (masked vocabulary entries) as zero-probability terms instead of producing NaN.
-* The log-ratio ``ℓ − ℓ_old`` is clamped to ``[−20, 20]`` before ``exp`` (a numerical guard that veRL
-  also applies; §1.6 does not list it). It only matters for ratios beyond ``e^±20``, where the PPO clip
-  already removes the gradient for the unfavourable side.
+* The log-ratio ``ℓ − ℓ_old`` is clamped to ``[−20, 20]`` before ``exp``. The reference's
+  ``CA :: compute_policy_loss`` does not clamp (``ratio = exp(log_prob − old_log_prob)``, §1.6); this is a
+  numerical guard of serl's own. Within ``|ℓ − ℓ_old| <= 20`` (a token whose probability changed by less than
+  a factor e^20 ≈ 4.9e8 since the behaviour policy) loss and gradient are bit-identical to the reference's.
+  Beyond it: above +20 the token is clipped (A > 0) or dual-clipped (A < 0) either way, so loss and gradient
+  are unchanged; below −20 the A > 0 token's loss differs by less than ``|A|·e^−20 ≈ 2e-9·|A|`` and its
+  gradient (≤ ``|A|·e^−20`` in the reference) becomes 0. Above ~88.7 the reference's ``exp`` overflows to
+  inf and its gradient turns NaN (``0·inf`` in the backward of ``exp``, or ``−0·inf`` for ``A = 0``); serl's
+  stays finite. ``ppo_kl`` is computed from the unclamped log-ratio, like the reference's.
 """
 
 from __future__ import annotations
@@ -137,8 +143,8 @@ def ppo_clip_loss(
     Returns:
         ``(loss, stats)``: scalar loss; ``stats`` keys ``pg_loss``, ``pg_clipfrac`` (share of response tokens
         where the clipped surrogate is the larger one), ``pg_clipfrac_lower`` (dual clip active),
-        ``ppo_kl`` (token-mean of ``ℓ_old − ℓ``, clamped to ±20 per token), ``entropy`` (token-mean; 0.0 when
-        ``entropy`` is None).
+        ``ppo_kl`` (token-mean of ``ℓ_old − ℓ``, unclamped as in the reference), ``entropy`` (token-mean; 0.0
+        when ``entropy`` is None).
     """
     if not isinstance(logprobs, Tensor) or logprobs.dim() != 2:
         shape = tuple(logprobs.shape) if isinstance(logprobs, Tensor) else type(logprobs).__name__
@@ -162,8 +168,9 @@ def ppo_clip_loss(
     # padding may hold anything (inf/NaN): neutralise it so neither the loss nor the gradient sees it
     adv = torch.where(mask, advantages.detach().to(logprobs.dtype), 0.0)
     old = old_logprobs.detach().to(logprobs.dtype)
-    log_ratio = torch.where(mask, logprobs - old, 0.0)
-    log_ratio = torch.clamp(log_ratio, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # numerical guard (docstring)
+    raw_log_ratio = torch.where(mask, logprobs - old, 0.0)
+    # serl's numerical guard, not in the reference (§1.6 has no clamp; module docstring, README differences)
+    log_ratio = torch.clamp(raw_log_ratio, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     ratio = torch.exp(log_ratio)  # §1.6: r = exp(log_prob − old_log_prob)
     loss_unclipped = -adv * ratio  # §1.6: L1 = −Ã r
     # §1.6: L2 = −Ã clip(r, 1−0.2, 1+0.2)
@@ -184,7 +191,7 @@ def ppo_clip_loss(
     with torch.no_grad():
         clipfrac = masked_mean((loss_clipped > loss_unclipped).to(logprobs.dtype), mask)
         clipfrac_lower = masked_mean((negative & (loss_ppo > loss_dual)).to(logprobs.dtype), mask)
-        ppo_kl = masked_mean(-log_ratio, mask)  # old − new (clamped to ±20 like the ratio)
+        ppo_kl = masked_mean(-raw_log_ratio, mask)  # §1.6 (CA :: compute_policy_loss): token-mean of old − new
     stats = {
         "pg_loss": float(pg_loss.detach().item()),
         "pg_clipfrac": float(clipfrac.item()),

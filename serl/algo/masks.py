@@ -1,71 +1,151 @@
-"""Executable-action token mask: which response tokens are the action. Standard library only.
+"""Response format, executable-action spans and the action-token mask. Standard library only, linear time.
 
-SERL reweights the advantage only on the tokens of the executable action (SERL_REFERENCE §6). Three steps:
+The policy answers ``<think>…</think><action>…</action>`` (SERL_REFERENCE §6.1). This module is the one place
+that reads that format; the projection (:mod:`serl.envs.projection`), the action-token mask and the
+candidate-action text / think removal (:mod:`serl.algo.anchors`) all call it, so they cannot disagree.
 
-1. :func:`find_action_spans` — character spans of the action in the decoded response (§6.2):
+Two modes (``mode="serl" | "reference"``, :data:`MODES`):
 
-   1. all non-empty contents of ``<action …>X</action>``, ``[action>X</action>]`` and bare
-      ``action>X</action>`` (case-insensitive, dot-all, non-greedy), sorted and merged;
-   2. if none: an unclosed ``<action…>`` ⇒ from after the tag to the end of the text (truncated response);
-   3. if none: every ``search[…]`` / ``click[…]`` substring (the whole match) — **outside the thinking only**
-      (DESIGN §4, deviation below);
-   4. if none: no span (the row stays plain GRPO).
+* ``"serl"`` (default) — one definition, :func:`parse_response`: the executed action is the stripped content
+  of the first ``<action>`` and the first ``</action>`` after it (tags in any ASCII case, no attributes); the
+  response is valid iff that block exists, every character of the action lies in the env's character set
+  (``charset``, default :data:`PRINTABLE_ASCII` for ALFWorld commands), ``<think>`` and ``</think>`` both
+  occur, and there is no CJK character (SERL_REFERENCE §8.3 plus the charset rule). The mask
+  (:func:`find_action_spans`) marks exactly the characters of that action, and only when the response is
+  valid: an invalid response has no action tokens, so its row stays plain GRPO (§6.2 rule 4).
+* ``"reference"`` — the authors' span detection, kept as pure functions so ``algorithm=serl_reference`` can
+  use it (:func:`reference_action_spans`, SERL_REFERENCE §6.2), and their think removal (§3.2) and
+  candidate-action tag (§4.3) (:func:`remove_thinking`, :func:`first_action_block`).
 
-2. :func:`incremental_char_offsets` — for every generated id, the interval of characters it added to the
-   decoded text when decoding growing prefixes (§6.3's fallback; DESIGN §4 makes it the primary method, so
-   the mask is computed from the generated ids themselves, never from a re-tokenisation).
+Offsets (:func:`incremental_char_offsets`) come from the generated ids in both modes (DESIGN §4, fixing
+SERL_REFERENCE §10.9); :func:`action_token_mask` applies the §6.3 overlap rule; :func:`action_mask_from_ids`
+composes them.
 
-3. :func:`action_token_mask` — a token is an action token iff its interval ``[s, e)`` strictly overlaps a
-   span: ``s < span_end and e > span_start`` (§6.3); a token straddling ``>`` and the first action character
-   counts; zero-width tokens (e.g. special tokens decoded to "") never count.
+Linear time
+-----------
+Nothing here backtracks: tags are found once each with fixed-length regexes (``finditer`` over literal tags
+is linear), and the non-greedy ``X(.*?)Y`` patterns of the reference are replayed by pairing each opening
+occurrence with the first closing occurrence after it (``bisect`` over the sorted closing positions). A
+response of 10,000 tags costs milliseconds, not the ~50 s the backtracking regexes took. Offsets decode a
+bounded window of ids per token instead of every growing prefix (see :func:`incremental_char_offsets`).
 
-:func:`action_mask_from_ids` composes the three.
-
-Deviations from the reference
------------------------------
-* Rule 3 (``search[…]``/``click[…]`` fallback) only looks outside the thinking (DESIGN §4, fixing §10.10):
-  outside every ``<think>…</think>`` block, outside an unclosed ``<think>`` (to the end of the text), and —
-  for responses whose chat template put ``<think>`` in the prompt — outside the text before an orphan
-  ``</think>`` (from the previous thinking block's end, or the start of the text). A match is searched
-  within one outside segment, so it never straddles thinking.
-* Rule 2 takes the **last** ``<action…>`` opening tag that has no ``</action>`` after it (the reference's
-  description does not say which; the last one never extends a mention inside the thinking to the end).
-* Rules 1–2 are otherwise as in the reference: an ``<action>`` mention inside the thinking still yields a
-  span (§10.10 second half; DESIGN keeps it).
-* Offsets come from incremental decoding of the generated ids (fixing §10.9). Tokens whose prefix decode
-  ends in an incomplete character (U+FFFD, a multi-byte character split over byte-level tokens) are grouped
-  with the following tokens until the character completes; every token of the group gets the interval of
-  the group's characters. If decoding a longer prefix rewrites earlier characters (tokenizer clean-up), the
-  token's interval starts at the first changed character.
+Deviations of ``"serl"`` from the reference (README "Differences from the reference")
+------------------------------------------------------------------------------------
+* The mask marks only the action the env executes (the projection's action, §8.3), and only for valid
+  responses. The reference marks every action-like span (§6.2): ``<action …>`` with attributes,
+  ``[action>``, bare ``action>``, several blocks, an unclosed tag to the end of the text, and any
+  ``search[…]``/``click[…]`` even inside the thinking (§10.10) — also in invalid responses, whose env action
+  was the fallback tail (so it reweighted tokens the env never executed).
+* An action with a character outside ``charset`` (printable ASCII for ALFWorld: no newline, tab, NUL, emoji,
+  accented or CJK letter) is invalid; the reference sends it to the env verbatim as a valid command.
+* ``</action>`` must follow ``<action>`` (the reference pairs the first ``</action>`` anywhere with the first
+  ``<action>``, giving an empty but valid action when the closing tag comes first).
+* Tags match in any ASCII case only (``re.ASCII``): the reference lower-cases with Unicode rules, under which
+  e.g. U+212A KELVIN SIGN reads as ``k``. Think removal in ``"serl"`` is ASCII-case-insensitive like every
+  other tag; the reference's is case-sensitive (§3.2).
 """
 
 from __future__ import annotations
 
 import bisect
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
+from dataclasses import dataclass
 
 __all__ = [
+    "MODES",
+    "PRINTABLE_ASCII",
+    "THINK_OPEN",
+    "THINK_CLOSE",
+    "ACTION_OPEN",
+    "ACTION_CLOSE",
+    "ParsedResponse",
+    "parse_response",
+    "contains_cjk",
+    "first_action_block",
+    "remove_thinking",
+    "reference_action_spans",
     "find_action_spans",
     "incremental_char_offsets",
     "action_token_mask",
     "action_mask_from_ids",
-    "thinking_regions",
 ]
 
-_FLAGS = re.IGNORECASE | re.DOTALL
-# §6.2 rule 1: the three patterns; group 1 is the content (tags excluded)
-_ACTION_PATTERNS = (
-    re.compile(r"<action\b[^>]*>(.*?)</action>", _FLAGS),  # proper <action …>X</action>
-    re.compile(r"\[action>(.*?)</action>\]", _FLAGS),  # malformed [action>X</action>]
-    re.compile(r"action>(.*?)</action>", _FLAGS),  # bare action>X</action>
+MODES = ("serl", "reference")
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+ACTION_OPEN, ACTION_CLOSE = "<action>", "</action>"
+
+#: ALFWorld commands' character set: printable ASCII, U+0020 (space) to U+007E (``~``). A suite whose commands
+#: use other characters passes its own set as ``charset``; ``None`` allows every character.
+PRINTABLE_ASCII: frozenset[str] = frozenset(chr(c) for c in range(0x20, 0x7F))
+
+# "CJK characters" (SERL_REFERENCE §8.3), serl's reading: CJK unified ideographs and extension A,
+# compatibility ideographs, Japanese kana and Korean Hangul syllables / jamo. (The reference's own check,
+# U+4E00–U+9FFF only, is serl.envs.projection's reference mode.)
+_CJK = re.compile(
+    "["
+    "\u1100-\u11ff"  # Hangul jamo
+    "\u3040-\u309f"  # Hiragana
+    "\u30a0-\u30ff"  # Katakana
+    "\u3130-\u318f"  # Hangul compatibility jamo
+    "\u3400-\u4dbf"  # CJK unified ideographs extension A
+    "\u4e00-\u9fff"  # CJK unified ideographs
+    "\uac00-\ud7af"  # Hangul syllables
+    "\uf900-\ufaff"  # CJK compatibility ideographs
+    "]"
 )
-_ACTION_OPEN = re.compile(r"<action\b[^>]*>", _FLAGS)  # §6.2 rule 2
-_ACTION_CLOSE = re.compile(r"</action>", _FLAGS)
-_WEBSHOP_ACTION = re.compile(r"(?:search|click)\[[^\]]*\]", _FLAGS)  # §6.2 rule 3 (full match)
-_THINK_TAG = re.compile(r"<(/?)think\b[^>]*>", _FLAGS)
+
+# ------------------------------------------------------------------ tag scanners (fixed length: linear)
+_SERL_FLAGS = re.IGNORECASE | re.ASCII  # any ASCII case; no Unicode case folding
+_REF_FLAGS = re.IGNORECASE | re.DOTALL  # the reference's span patterns (§6.2) and candidate tag (§4.3)
+
+_SERL_ACTION_OPEN = re.compile(re.escape(ACTION_OPEN), _SERL_FLAGS)
+_SERL_ACTION_CLOSE = re.compile(re.escape(ACTION_CLOSE), _SERL_FLAGS)
+_SERL_THINK_OPEN = re.compile(re.escape(THINK_OPEN), _SERL_FLAGS)
+_SERL_THINK_CLOSE = re.compile(re.escape(THINK_CLOSE), _SERL_FLAGS)
+
+# §4.3: the candidate-action tag is r"<action>(.*?)</action>" with IGNORECASE | DOTALL.
+_REF_ACTION_OPEN = re.compile(re.escape(ACTION_OPEN), _REF_FLAGS)
+_REF_ACTION_CLOSE = re.compile(re.escape(ACTION_CLOSE), _REF_FLAGS)
+# §3.2: think removal r"<think>.*?</think>\s*" is case-SENSITIVE (DOTALL only).
+_REF_THINK_OPEN = re.compile(re.escape(THINK_OPEN))
+_REF_THINK_CLOSE = re.compile(re.escape(THINK_CLOSE))
+_TRAILING_SPACE = re.compile(r"\s*")  # "\s*" after a removed thinking block (Unicode whitespace)
+
+# §6.2 rule 1, the reference's three patterns, replayed as (opening token, content start offset):
+#   r"<action\b[^>]*>(.*?)</action>"   content starts after the first ">" at or after the opening's end
+#   r"\[action>(.*?)</action>\]?"       content starts after "[action>"; an optional "]" is consumed
+#   r"action>(.*?)</action>"            content starts after "action>"
+# all IGNORECASE | DOTALL, non-greedy. Rule 2: r"<action\b[^>]*>(.*)$" (search: the FIRST opening tag).
+# Rule 3: r"(?:search|click)\[[^\]\n]*\]" (IGNORECASE; no newline inside the brackets), anywhere in the text.
+# The fixed-length opening tokens below carry the same flags, so they match exactly the characters the
+# reference's patterns match (e.g. "<ACTION", "<actıon" with a dotless i under Unicode IGNORECASE).
+_REF_P1_OPEN = re.compile(r"<action\b", _REF_FLAGS)
+_REF_P2_OPEN = re.compile(r"\[action>", _REF_FLAGS)
+_REF_P3_OPEN = re.compile(r"action>", _REF_FLAGS)
+_REF_WEB_OPEN = re.compile(r"(?:search|click)\[", re.IGNORECASE)
+_GT = re.compile(">")
+_WEB_STOP = re.compile(r"[\]\n]")
 
 _REPLACEMENT_CHAR = "\ufffd"
+_CONTEXT_TOKENS = 4  # committed tokens of left context kept in the decode window
+_MAX_PENDING = 16  # longest run of U+FFFD-ending tokens held back (a UTF-8 character needs at most 3)
+
+
+def _check_text(text: object, name: str = "text") -> None:
+    if not isinstance(text, str):
+        raise ValueError(f"{name} must be a str, got {type(text).__name__}")
+
+
+def _check_mode(mode: object) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def _check_charset(charset: object) -> None:
+    if charset is not None and not isinstance(charset, Container):
+        raise TypeError(f"charset must be a container of characters or None, got {type(charset).__name__}")
 
 
 def _merge(spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -80,56 +160,263 @@ def _merge(spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def thinking_regions(text: str) -> list[tuple[int, int]]:
-    """Character spans ``[start, end)`` of the thinking in ``text``, tags included, sorted and merged.
+def _next_finder(text: str, pattern: re.Pattern[str]) -> Callable[[int], int]:
+    """``find(i)``: start of the first match of ``pattern`` at or after ``i`` (-1 if none).
 
-    A ``<think>`` opens a region closed by the next ``</think>``; an unclosed ``<think>`` runs to the end of
-    the text; an orphan ``</think>`` closes a region that began at the end of the previous region (or at the
-    start of the text). Nested ``<think>`` tags inside a region are ignored.
+    Queries must come with non-decreasing ``i``; a cached answer is reused while it is still ahead, so the
+    text is scanned once in total.
     """
-    regions: list[tuple[int, int]] = []
-    open_at: int | None = None
-    for m in _THINK_TAG.finditer(text):
-        if m.group(1) == "":  # opening tag
-            if open_at is None:
-                open_at = m.start()
-        elif open_at is not None:  # closing tag of an open block
-            regions.append((open_at, m.end()))
-            open_at = None
-        else:  # orphan closing tag: the thinking started after the previous region
-            regions.append((regions[-1][1] if regions else 0, m.end()))
-    if open_at is not None:
-        regions.append((open_at, len(text)))
-    return _merge(regions)
+    last = [-2]  # -2: nothing cached yet
+
+    def find(i: int) -> int:
+        r = last[0]
+        if r == -1 or r >= i:
+            return r
+        m = pattern.search(text, i)
+        last[0] = m.start() if m is not None else -1
+        return last[0]
+
+    return find
 
 
-def find_action_spans(text: str) -> list[tuple[int, int]]:
-    """Character spans ``[start, end)`` of the executable action in ``text`` (SERL_REFERENCE §6.2).
+def contains_cjk(text: str) -> bool:
+    """True if ``text`` has at least one CJK character (serl's ranges, module constant ``_CJK``)."""
+    return _CJK.search(text) is not None
 
-    Returns the sorted, merged spans of the first rule that finds anything (see the module docstring);
-    content only (tags excluded) for rules 1–2, the whole ``search[…]``/``click[…]`` match for rule 3;
-    ``[]`` if no rule applies.
+
+# ------------------------------------------------------------------ shared tag rules
+
+
+def first_action_block(text: str, mode: str = "serl") -> tuple[int, int] | None:
+    """Content span ``[start, end)`` of the first ``<action>`` and the first ``</action>`` after it; ``None``.
+
+    Tags are literal, without attributes. ``"serl"``: any ASCII case; ``"reference"``: the §4.3 candidate
+    pattern ``<action>(.*?)</action>`` (Unicode IGNORECASE). A first opening tag with no closing tag after it
+    means no block at all (no later opening tag can have one either). Content is not stripped.
     """
-    if not isinstance(text, str):
-        raise ValueError(f"text must be a str, got {type(text).__name__}")
-    # §6.2 rule 1: non-empty inner spans of all three patterns, sorted and merged
-    spans = [m.span(1) for pattern in _ACTION_PATTERNS for m in pattern.finditer(text) if m.end(1) > m.start(1)]
-    if spans:
-        return _merge(spans)
-    # §6.2 rule 2: unclosed <action…> ⇒ after the opening tag to the end of the text
-    openings = list(_ACTION_OPEN.finditer(text))
-    if openings:
-        last = openings[-1]
-        if _ACTION_CLOSE.search(text, last.end()) is None and last.end() < len(text):
-            return [(last.end(), len(text))]
-    # §6.2 rule 3 (DESIGN §4: outside the thinking only): search[…] / click[…] substrings
-    spans = []
-    cursor = 0
-    for think_start, think_end in thinking_regions(text) + [(len(text), len(text))]:
-        for m in _WEBSHOP_ACTION.finditer(text, cursor, think_start):
-            spans.append(m.span())
-        cursor = think_end
-    return _merge(spans)  # §6.2 rule 4: empty ⇒ no action tokens
+    _check_text(text)
+    _check_mode(mode)
+    rx_open, rx_close = (
+        (_SERL_ACTION_OPEN, _SERL_ACTION_CLOSE) if mode == "serl" else (_REF_ACTION_OPEN, _REF_ACTION_CLOSE)
+    )
+    opening = rx_open.search(text)
+    if opening is None:
+        return None
+    closing = rx_close.search(text, opening.end())
+    if closing is None:
+        return None
+    return opening.end(), closing.start()
+
+
+def remove_thinking(text: str, mode: str = "serl") -> str:
+    """Remove every ``<think>…</think>`` block and the whitespace after it (SERL_REFERENCE §3.2).
+
+    The reference's ``re.sub(r"<think>.*?</think>\\s*", "", text, flags=re.DOTALL)`` replayed in linear time:
+    each ``<think>`` not already removed is paired with the first ``</think>`` after it; the block and the
+    following (Unicode) whitespace go; an unclosed ``<think>`` stays. Tags: case-sensitive in
+    ``"reference"`` (as §3.2's pattern has no IGNORECASE), any ASCII case in ``"serl"``.
+    """
+    _check_text(text)
+    _check_mode(mode)
+    rx_open, rx_close = (_SERL_THINK_OPEN, _SERL_THINK_CLOSE) if mode == "serl" else (_REF_THINK_OPEN, _REF_THINK_CLOSE)
+    closes = [m.start() for m in rx_close.finditer(text)]
+    pieces: list[str] = []
+    pos = 0  # end of the last removed block: the text resumes here
+    ci = 0
+    for m in rx_open.finditer(text):
+        if m.start() < pos:  # inside a removed block
+            continue
+        ci = bisect.bisect_left(closes, m.end(), ci)
+        if ci == len(closes):  # no "</think>" after this opening: none after any later one either
+            break
+        end = _TRAILING_SPACE.match(text, closes[ci] + len(THINK_CLOSE)).end()
+        pieces.append(text[pos : m.start()])
+        pos = end
+    pieces.append(text[pos:])
+    return "".join(pieces)
+
+
+# ------------------------------------------------------------------ serl: one definition
+
+
+@dataclass(frozen=True)
+class ParsedResponse:
+    """What the env executes for one response, and whether the response is valid (``mode="serl"``).
+
+    * ``action`` — the executed command: the stripped, lower-cased content of the first
+      ``<action>…</action>`` block; ``None`` when there is no such block or its content has a character
+      outside the charset (the projection then sends its fallback, :mod:`serl.envs.projection`).
+    * ``span`` — ``[start, end)`` of that content in the ORIGINAL text (``text[start:end].lower() ==
+      action``); ``None`` exactly when ``action`` is.
+    * ``valid`` — format validity (SERL_REFERENCE §8.3): ``problems`` is empty.
+    * ``problems`` — what makes it invalid, in this order: ``"no_action_block"``, ``"charset"``,
+      ``"no_think"``, ``"cjk"``. A response can have an executed action and still be invalid
+      (``"no_think"`` / ``"cjk"``: the reference executes the action and penalises the step).
+    """
+
+    action: str | None
+    span: tuple[int, int] | None
+    valid: bool
+    problems: tuple[str, ...]
+
+
+def parse_response(text: str, charset: Container[str] | None = PRINTABLE_ASCII) -> ParsedResponse:
+    """Parse one decoded response: the single definition of the format behind projection, mask and candidates.
+
+    Rules (SERL_REFERENCE §8.3 with serl's charset rule; module docstring for the deviations):
+
+    1. the action block: the first ``<action>`` and the first ``</action>`` after it, any ASCII case;
+       missing ⇒ ``"no_action_block"``;
+    2. the action: the block's content stripped of (Unicode) whitespace, lower-cased; a character outside
+       ``charset`` in it (before or after lower-casing) ⇒ ``"charset"`` and no executed action;
+    3. ``<think>`` and ``</think>`` must each occur somewhere (any ASCII case), else ``"no_think"``;
+    4. any CJK character anywhere ⇒ ``"cjk"``.
+
+    Args:
+        text: the decoded response of one step.
+        charset: the characters an env command may contain (default :data:`PRINTABLE_ASCII`); ``None``
+            allows any character.
+    """
+    _check_text(text)
+    _check_charset(charset)
+    problems: list[str] = []
+    action: str | None = None
+    span: tuple[int, int] | None = None
+    block = first_action_block(text, "serl")  # rule 1
+    if block is None:
+        problems.append("no_action_block")
+    else:
+        inner = text[block[0] : block[1]]  # rule 2: strip, then lower-case (lower-casing keeps whitespace)
+        start = block[0] + (len(inner) - len(inner.lstrip()))
+        end = block[1] - (len(inner) - len(inner.rstrip()))
+        raw = text[start:end] if end > start else ""
+        lowered = raw.lower()
+        if charset is not None and any(ch not in charset for ch in raw + lowered):
+            problems.append("charset")
+        else:
+            action, span = lowered, (start, start + len(raw))
+    if _SERL_THINK_OPEN.search(text) is None or _SERL_THINK_CLOSE.search(text) is None:  # rule 3
+        problems.append("no_think")
+    if contains_cjk(text):  # rule 4
+        problems.append("cjk")
+    return ParsedResponse(action=action, span=span, valid=not problems, problems=tuple(problems))
+
+
+# ------------------------------------------------------------------ reference spans (§6.2)
+
+
+def _paired_spans(
+    text: str,
+    opening: re.Pattern[str],
+    content_start: Callable[[re.Match[str]], int],
+    closes: list[int],
+    optional_suffix: str = "",
+) -> list[tuple[int, int]]:
+    """Content spans of the matches ``finditer`` returns for a non-greedy ``OPEN(.*?)</action>`` pattern.
+
+    ``opening`` finds the fixed-length start of the pattern, ``content_start(m)`` where the content of an
+    opening found at ``m`` starts (-1: the opening can never complete), ``closes`` the sorted starts of
+    ``</action>``. The leftmost opening at or after the previous match's end takes the first ``</action>``
+    that starts at or after its content; if there is none, no later opening has one either, so the scan
+    stops. The next match is searched from the closing tag's end (plus ``optional_suffix`` when it follows,
+    like ``\\]?``). One ``search`` per match: the text is scanned once.
+    """
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    ci = 0
+    while True:
+        m = opening.search(text, pos)
+        if m is None:
+            break
+        content = content_start(m)
+        if content < 0:
+            break
+        ci = bisect.bisect_left(closes, content, ci)
+        if ci == len(closes):
+            break
+        spans.append((content, closes[ci]))
+        pos = closes[ci] + len(ACTION_CLOSE)
+        if optional_suffix and text.startswith(optional_suffix, pos):
+            pos += len(optional_suffix)
+    return spans
+
+
+def reference_action_spans(text: str) -> list[tuple[int, int]]:
+    """Action spans exactly as the reference finds them (SERL_REFERENCE §6.2, ``RT :: _find_action_spans``).
+
+    1. the non-empty contents of all matches of ``<action\\b[^>]*>(.*?)</action>``,
+       ``\\[action>(.*?)</action>\\]?`` and ``action>(.*?)</action>`` (IGNORECASE, DOTALL), sorted and merged
+       (touching spans merge);
+    2. if none: the FIRST ``<action\\b[^>]*>`` ⇒ from after it to the end of the text (if non-empty);
+    3. if none: every ``search[…]`` / ``click[…]`` (no ``]`` or newline inside the brackets), whole match,
+       anywhere — including inside the thinking (§10.10);
+    4. if none: ``[]``.
+
+    Same result as those regexes, in linear time (module docstring).
+    """
+    _check_text(text)
+    closes = [m.start() for m in _REF_ACTION_CLOSE.finditer(text)]
+    spans: list[tuple[int, int]] = []
+    if closes:  # §6.2 rule 1
+        next_gt = _next_finder(text, _GT)
+
+        def after_first_gt(m: re.Match[str]) -> int:  # r"<action\b[^>]*>": content after the first ">"
+            gt = next_gt(m.end())
+            return gt + 1 if gt != -1 else -1
+
+        spans += _paired_spans(text, _REF_P1_OPEN, after_first_gt, closes)
+        spans += _paired_spans(text, _REF_P2_OPEN, _match_end, closes, "]")
+        spans += _paired_spans(text, _REF_P3_OPEN, _match_end, closes)
+        merged = _merge(spans)  # drops empty contents
+        if merged:
+            return merged
+    # §6.2 rule 2: the first opening tag (re.search), content to the end of the text
+    first = _REF_P1_OPEN.search(text)
+    if first is not None:
+        gt = text.find(">", first.end())
+        if gt != -1 and gt + 1 < len(text):
+            return [(gt + 1, len(text))]
+    # §6.2 rule 3: search[...] / click[...] anywhere; the bracket content may not hold "]" or a newline
+    web: list[tuple[int, int]] = []
+    pos = 0
+    while True:
+        m = _REF_WEB_OPEN.search(text, pos)
+        if m is None:
+            break
+        stop = _WEB_STOP.search(text, m.end())
+        if stop is None:  # neither "]" nor a newline ahead: no later opening can match either
+            break
+        if stop.group() == "]":
+            web.append((m.start(), stop.end()))
+        # after a match, or a newline: every opening that starts before `stop` meets the same stop
+        pos = stop.end()
+    return _merge(web)  # §6.2 rule 4: empty ⇒ no action tokens
+
+
+def _match_end(m: re.Match[str]) -> int:
+    return m.end()
+
+
+def find_action_spans(
+    text: str, mode: str = "serl", charset: Container[str] | None = PRINTABLE_ASCII
+) -> list[tuple[int, int]]:
+    """Character spans ``[start, end)`` of the executable action in ``text`` — what the mask marks.
+
+    ``"serl"``: ``[parse_response(text, charset).span]`` when the response is valid and the action is
+    non-empty, else ``[]`` (module docstring). ``"reference"``: :func:`reference_action_spans` (``charset``
+    unused).
+    """
+    _check_text(text)
+    _check_mode(mode)
+    if mode == "reference":
+        return reference_action_spans(text)
+    parsed = parse_response(text, charset)
+    if not parsed.valid or parsed.span is None or parsed.span[1] <= parsed.span[0]:
+        return []  # §6.2 rule 4: no action tokens, the row stays plain GRPO
+    return [parsed.span]
+
+
+# ------------------------------------------------------------------ token offsets (§6.3, DESIGN §4)
 
 
 def _common_prefix_len(a: str, b: str) -> int:
@@ -142,52 +429,134 @@ def _common_prefix_len(a: str, b: str) -> int:
     return i
 
 
+def _common_suffix_len(a: str, b: str, limit: int) -> int:
+    i = 0
+    while i < limit and a[-1 - i] == b[-1 - i]:
+        i += 1
+    return i
+
+
+def _realign(offsets: list[tuple[int, int]], old: str, new: str) -> list[tuple[int, int]]:
+    """Map intervals of ``old`` onto ``new`` that differs from it in one middle region.
+
+    Characters of the common prefix keep their position, those of the common suffix shift by
+    ``len(new) - len(old)``; a boundary inside the differing region goes to that region's edge in ``new``.
+    """
+    p = _common_prefix_len(old, new)
+    s = _common_suffix_len(old, new, min(len(old), len(new)) - p)
+    old_tail, new_tail, shift = len(old) - s, len(new) - s, len(new) - len(old)
+
+    def start(x: int) -> int:
+        return x if x <= p else (x + shift if x >= old_tail else p)
+
+    def end(x: int) -> int:
+        return x if x <= p else (x + shift if x >= old_tail else new_tail)
+
+    out = []
+    for a, b in offsets:
+        a2, b2 = start(a), end(b)
+        out.append((a2, max(a2, b2)))
+    return out
+
+
 def incremental_char_offsets(
     ids: Sequence[int], decode: Callable[[Sequence[int]], str]
 ) -> tuple[str, list[tuple[int, int]]]:
     """Decoded text of ``ids`` and, per id, the character interval ``[s, e)`` it added (SERL_REFERENCE §6.3).
 
-    Decodes the prefixes ``ids[:1], ids[:2], …, ids[:n]`` — exactly ``n = len(ids)`` calls to ``decode``
-    (none for empty ``ids``); the text is the last prefix's decode. Token ``k``'s interval runs from the first
-    character in which prefix ``k`` differs from the previous committed prefix to the end of prefix ``k``.
-    Tokens whose prefix ends in U+FFFD (an incomplete multi-byte character) are held back and share the
-    interval of the token that completes the character (see the module docstring). Intervals are clamped to
-    the final text.
+    Token ``k``'s interval runs from the first character in which the decoded text after token ``k`` differs
+    from the text after the previous committed token, to the end of the text after token ``k``. Tokens
+    whose text ends in U+FFFD (a multi-byte character split over byte-level tokens) are held back and share
+    the interval of the token that completes the character (at most 16 in a row; a longer run is committed
+    as it is). Intervals are clamped to the final text, which is ``decode(ids)``.
+
+    Bounded window, as incremental detokenizers do: instead of decoding every growing prefix (quadratic),
+    token ``k`` decodes ``ids[start:k + 1]`` and compares it with the cached ``decode(ids[start:read])``, where
+    ``read`` ends the committed tokens and ``start`` trails it by 4 to 8 committed tokens (a committed
+    boundary, so never inside a character). The left context keeps a SentencePiece decoder's leading-space
+    rule and clean-up rewrites such as ``" 's" -> "'s"`` identical to a full decode; the result equals the
+    growing-prefix definition whenever decoding is stable under added left context (byte-level BPE,
+    SentencePiece), and also when a decoder prepends context-dependent text to every call (recognised when
+    the window slides). About ``len(ids) * 1.25 + 1`` decode calls of at most ~25 ids each, plus one full
+    decode that checks the assembled text; if a decoder still disagrees, intervals are re-aligned onto the
+    full decode through the common prefix and suffix (approximate inside the region that differs).
 
     Args:
         ids: generated token ids (list, tuple, or 1-D tensor).
         decode: maps a list of ids to text, e.g. ``lambda x: tok.decode(x, skip_special_tokens=True)``.
 
     Returns:
-        ``(text, offsets)`` with ``len(offsets) == len(ids)``.
+        ``(text, offsets)`` with ``text == decode(ids)`` and ``len(offsets) == len(ids)``.
     """
     id_list = [int(i) for i in ids]
     n = len(id_list)
+    if n == 0:
+        return "", []
     offsets: list[tuple[int, int]] = []
-    committed = ""
-    pending = 0  # number of held-back tokens at the end of `offsets`
+    frozen: list[str] = []  # committed text before the window
+    frozen_len = 0
+    start = 0  # window start (a committed boundary)
+    window = ""  # decode(id_list[start:read])
+    lead = 0  # leading characters of `window` that are not text (a decoder's context-dependent prefix)
+    boundaries = [0]  # committed boundaries >= start (token indices)
+    pending = 0  # held-back tokens at the end of `offsets`
+    exact = True
     for k in range(n):
-        current = decode(id_list[: k + 1])
+        current = decode(id_list[start : k + 1])
         if not isinstance(current, str):
             raise ValueError(f"decode must return str, got {type(current).__name__}")
-        if current.endswith(_REPLACEMENT_CHAR) and k < n - 1:
-            offsets.append((0, 0))  # provisional span, set when the split character completes
+        if current.endswith(_REPLACEMENT_CHAR) and k < n - 1 and pending < _MAX_PENDING:
+            offsets.append((0, 0))  # provisional, set when the split character completes
             pending += 1
             continue
-        interval = (_common_prefix_len(committed, current), len(current))  # §6.3: growth of the decoded string
-        for j in range(k - pending, k):
-            offsets[j] = interval
-        pending = 0
+        # §6.3 (DESIGN §4): the characters this token added (from the first rewritten one, if any)
+        base = frozen_len - lead
+        cp = len(window) if current.startswith(window) else _common_prefix_len(window, current)
+        interval = (base + max(lead, cp), base + max(lead, len(current))) if lead else (base + cp, base + len(current))
+        if pending:
+            for j in range(k - pending, k):
+                offsets[j] = interval
+            pending = 0
         offsets.append(interval)
-        committed = current
-    length = len(committed)
-    return committed, [(min(s, length), min(e, length)) for s, e in offsets]
+        window = current
+        read = k + 1
+        boundaries.append(read)
+        if read - start >= 2 * _CONTEXT_TOKENS:  # slide the window to a boundary >= 4 tokens back
+            i = bisect.bisect_right(boundaries, read - _CONTEXT_TOKENS) - 1
+            new_start = boundaries[i]
+            if new_start > start:
+                tail = decode(id_list[new_start:read])
+                cut = len(window) - len(tail)
+                split = offsets[new_start][0] - base  # where token new_start's text begins in `window`
+                if window.endswith(tail) and cut >= lead:  # stable under left context (the usual case)
+                    new_lead = 0
+                elif lead <= split <= len(window) and tail.endswith(window[split:]):
+                    cut, new_lead = split, len(tail) - (len(window) - split)  # the decoder adds a prefix
+                else:  # neither: re-aligned onto the full decode at the end
+                    cut, new_lead, exact = max(lead, cut), 0, False
+                frozen.append(window[lead:cut])
+                frozen_len += cut - lead
+                window, start, lead = tail, new_start, new_lead
+                del boundaries[:i]
+    text = "".join(frozen) + window[lead:]
+    full = decode(id_list)
+    if not isinstance(full, str):
+        raise ValueError(f"decode must return str, got {type(full).__name__}")
+    if full != text:
+        exact = False
+    if not exact:
+        offsets = _realign(offsets, text, full)
+    length = len(full)
+    if any(e > length for _, e in offsets):  # a later rewrite shortened the text
+        offsets = [(min(s, length), min(e, length)) for s, e in offsets]
+    return full, offsets
 
 
 def action_token_mask(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[bool]:
     """Per token: does ``[s, e)`` strictly overlap a span (``s < span_end and e > span_start``, §6.3)?
 
-    Zero-width (or inverted) intervals are never marked. ``spans`` need not be sorted or merged.
+    Zero-width (or inverted) intervals are never marked; a token straddling a tag's ``>`` and the first
+    action character counts. ``spans`` need not be sorted or merged.
     """
     merged = _merge(spans)
     ends = [end for _, end in merged]  # increasing, since merged spans are disjoint and sorted
@@ -201,7 +570,17 @@ def action_token_mask(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[
     return mask
 
 
-def action_mask_from_ids(ids: Sequence[int], decode: Callable[[Sequence[int]], str]) -> list[bool]:
-    """Action-token mask of generated ``ids``: incremental offsets → spans of the text → overlap test."""
+def action_mask_from_ids(
+    ids: Sequence[int],
+    decode: Callable[[Sequence[int]], str],
+    mode: str = "serl",
+    charset: Container[str] | None = PRINTABLE_ASCII,
+) -> list[bool]:
+    """Action-token flags of generated ``ids`` (``len(ids)`` booleans): offsets → spans → overlap test.
+
+    ``mode="serl"``: the tokens overlapping the action the env executes, none for an invalid response
+    (``charset`` must be the one the env's projection uses); ``mode="reference"``: the §6.2 spans.
+    """
+    _check_mode(mode)
     text, offsets = incremental_char_offsets(ids, decode)
-    return action_token_mask(offsets, find_action_spans(text))
+    return action_token_mask(offsets, find_action_spans(text, mode, charset))

@@ -4,17 +4,18 @@ Anchor groups (§4.2, ``PC :: _build_anchor_groups``). All steps of all trajecto
 repeats inside a trajectory included, are partitioned by their anchor value, chosen by ``key``:
 
 * ``"observation"`` (reference) — the raw current observation ``Step.observation`` (the reference's
-  ``anchor_obs``; the student prompt when the observation is blank, the reference's fallback). As in the
-  reference, every ALFWorld "Nothing happens." step of the group lands in one anchor, whatever the true
-  state (§10.14).
+  ``anchor_obs``), as it is, blank or whitespace-only included: the reference falls back to the prompt only
+  when ``anchor_obs`` is missing (None, ``PC :: _record_anchor_value``), which a ``Step`` never is. So, as
+  in the reference, exact grouping pools every blank observation of the group (like every ALFWorld
+  "Nothing happens." step, whatever the true state, §10.14), and similarity grouping makes each blank one an
+  anchor of its own (:func:`serl.algo.anchors.group_by_similarity`).
 * ``"state_change"`` (beyond the reference, DESIGN.md §4) — the observation of the state the action was
   taken from: :func:`serl.algo.anchors.effective_observations` of the trajectory's observations with
   ``noop_messages`` (default ``("Nothing happens.",)``). A step that follows a no-op response pools with
   the state it happened in (the most recent earlier observation that is not a no-op message), never with
   the no-op steps of other states. An unchanged page (a WebShop invalid action) is an identical
   observation, hence the same anchor under both keys. A step with no state anywhere up to it (blank or
-  no-op observations only) falls back to its student prompt, like a blank observation under
-  ``"observation"``.
+  no-op observations only) falls back to its student prompt.
 
 Steps are visited in (step_id, trajectory index) order and grouped by exact equality
 (:func:`serl.algo.anchors.group_by_observation`) or, with ``similarity`` set, by greedy difflib clustering
@@ -232,7 +233,8 @@ class AnchorInsertion(Insertion):
     def anchor_values(self, traj: Trajectory) -> list[str]:
         """Anchor value of each step of ``traj`` under ``key`` (module docstring)."""
         if self.key == "observation":
-            return [s.observation if s.observation.strip() else s.prompt for s in traj.steps]
+            # §4.2 PC :: _record_anchor_value: anchor_obs as it is (the prompt only if it is None, never here)
+            return [s.observation for s in traj.steps]
         effective = effective_observations([s.observation for s in traj.steps], self.noop_messages)
         return [obs if is_state(obs, self.noop_messages) else s.prompt for obs, s in zip(effective, traj.steps)]
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
 from serl.envs.base import EnvSuite
+from serl.envs.hosting import EpisodeEnvs, InlineHost, ProcessHost
 from serl.policy.models import chat_prompt_ids
 from serl.types import Step, Trajectory
 
@@ -75,10 +76,21 @@ def render_student_prompt(
 
 
 @dataclass
+class Rollout:
+    """What :meth:`RolloutWorker.collect` returns: the kept trajectories, ordered by (group_id, traj_id), and
+    the call's stats: ``tokens_generated`` (response tokens sampled), ``generate_s`` (seconds in the backend),
+    ``env_s`` (seconds waiting for env resets and steps), ``env_errors`` (env calls that raised, timed out or
+    lost their env), ``dropped_episodes`` (episodes left out: failed ones and the rest of their dropped
+    groups) and ``dropped_groups``."""
+
+    trajectories: list[Trajectory]
+    stats: dict[str, float]
+
+
+@dataclass
 class _Episode:
     """Mutable state of one running episode."""
 
-    env: Any
     traj: Trajectory
     history: list[tuple[str, str]]
     observation: str
@@ -91,8 +103,10 @@ class _Episode:
 class RolloutWorker:
     """Collect GRPO groups of multi-turn trajectories with a :class:`Generator`.
 
-    After each :meth:`collect`, ``last_stats`` holds ``tokens_generated`` (response tokens sampled),
-    ``generate_s`` (seconds in the backend) and ``env_s`` (seconds in env reset/step).
+    Environments run in ``env_processes`` worker processes (0: in this process), with ``env_retries``
+    recoveries per episode and, in worker processes, ``env_timeout_s`` per env call
+    (:mod:`serl.envs.hosting`). An episode that still fails is dropped with a warning naming its game; a
+    GRPO group left with fewer than two episodes (one, when ``group_size`` is 1) is dropped whole.
     """
 
     def __init__(
@@ -104,9 +118,14 @@ class RolloutWorker:
         temperature: float = 1.0,
         top_p: float = 1.0,
         max_prompt_tokens: int = 2048,
+        env_processes: int = 0,
+        env_timeout_s: float = 60.0,
+        env_retries: int = 1,
     ):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if env_processes < 0:
+            raise ValueError(f"env_processes must be >= 0 (0: envs in this process), got {env_processes}")
         self.generator = generator
         self.tokenizer = tokenizer
         self.suite = suite
@@ -114,7 +133,20 @@ class RolloutWorker:
         self.temperature = float(temperature)
         self.top_p = float(top_p)
         self.max_prompt_tokens = int(max_prompt_tokens)
-        self.last_stats: dict[str, float] = {"tokens_generated": 0, "generate_s": 0.0, "env_s": 0.0}
+        self.env_retries = int(env_retries)
+        self.host = (
+            ProcessHost(suite, processes=int(env_processes), timeout_s=float(env_timeout_s))
+            if env_processes > 0
+            else InlineHost(suite)
+        )
+
+    def sync_weights(self, model: Any) -> None:
+        """Make the backend sample from ``model``'s current weights (after a learner update)."""
+        self.generator.sync_weights(model)
+
+    def close(self) -> None:
+        """Stop the env worker processes (if any)."""
+        self.host.close()
 
     # -- prompts -----------------------------------------------------------------------------------
     def _render(self, task: str, history: Sequence[tuple[str, str]], step_id: int, obs: str, adm) -> str:
@@ -138,8 +170,8 @@ class RolloutWorker:
         progress: Callable[[int, int], None] | None = None,
         max_turns: int | None = None,
         temperature: float | None = None,
-    ) -> list[Trajectory]:
-        """Play ``len(games) × group_size`` episodes; return them ordered by (group_id, traj_id).
+    ) -> Rollout:
+        """Play ``len(games) × group_size`` episodes; return the kept ones and the call's stats.
 
         Episode ``(i, j)`` plays ``games[i]`` with env seed ``seed + i * group_size + j``; the generator
         is seeded per turn from ``seed``. ``progress(finished_episodes, total_episodes)`` is called after
@@ -156,36 +188,33 @@ class RolloutWorker:
         if temp < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temp}")
         stats = {"tokens_generated": 0, "generate_s": 0.0, "env_s": 0.0}
-        episodes: list[_Episode] = []
+        envs = EpisodeEnvs(self.host, max_steps=cap, retries=self.env_retries)
+        episodes: dict[tuple[int, int], _Episode] = {}
         try:
-            for i, game in enumerate(games):
-                for j in range(group_size):
-                    env = self.suite.make_env(max_episode_steps=cap)
-                    t0 = time.perf_counter()
-                    obs, info = env.reset(seed=seed + i * group_size + j, options={"game": game})
-                    stats["env_s"] += time.perf_counter() - t0
-                    task = str(info["task"])
-                    admissible = tuple(info["admissible_commands"])
-                    prompt = self._render(task, [], 0, obs, admissible)
-                    traj = Trajectory(
-                        group_id=i,
-                        traj_id=j,
-                        game=str(info.get("game", game)),
-                        task_type=str(info.get("task_type", "")),
-                        task=task,
-                        won=bool(info.get("won", False)),
-                    )
-                    episodes.append(
-                        _Episode(env, traj, [], str(obs), admissible, prompt, self._encode(prompt))
-                    )
-            total = len(episodes)
+            ids = [(i, j) for i in range(len(games)) for j in range(group_size)]
+            t0 = time.perf_counter()
+            opened = envs.reset([((i, j), games[i], seed + i * group_size + j) for i, j in ids])
+            stats["env_s"] += time.perf_counter() - t0
+            for (i, j), (obs, info) in opened.items():
+                task = str(info["task"])
+                admissible = tuple(info["admissible_commands"])
+                prompt = self._render(task, [], 0, obs, admissible)
+                traj = Trajectory(
+                    group_id=i,
+                    traj_id=j,
+                    game=str(info.get("game", games[i])),
+                    task_type=str(info.get("task_type", "")),
+                    task=task,
+                    won=bool(info.get("won", False)),
+                )
+                episodes[(i, j)] = _Episode(traj, [], str(obs), admissible, prompt, self._encode(prompt))
             for turn in range(cap):
-                active = [e for e in episodes if e.active]
+                active = {k: e for k, e in episodes.items() if e.active and k not in envs.dropped}
                 if not active:
                     break
                 t0 = time.perf_counter()
                 gens = self.generator.generate(
-                    [e.prompt_ids for e in active],
+                    [e.prompt_ids for e in active.values()],
                     max_new_tokens=self.max_new_tokens,
                     temperature=temp,
                     top_p=self.top_p,
@@ -194,26 +223,33 @@ class RolloutWorker:
                 stats["generate_s"] += time.perf_counter() - t0
                 if len(gens) != len(active):
                     raise RuntimeError(f"generator returned {len(gens)} generations for {len(active)} prompts")
-                for e, g in zip(active, gens):
+                gens_by = dict(zip(active, gens))
+                actions = {}
+                for k, g in gens_by.items():
                     stats["tokens_generated"] += len(g.ids)
-                    self._step(e, g, turn, stats, cap)
+                    actions[k] = self.suite.project_action(g.text)
+                t0 = time.perf_counter()
+                results = envs.step({k: a for k, (a, _) in actions.items()})
+                stats["env_s"] += time.perf_counter() - t0
+                for k, result in results.items():
+                    self._record(active[k], gens_by[k], actions[k], result, turn, cap)
                 if progress is not None:
-                    progress(sum(not e.active for e in episodes), total)
+                    progress(sum(not e.active or k in envs.dropped for k, e in episodes.items()), len(ids))
         finally:
-            for e in episodes:
-                try:
-                    e.env.close()
-                except Exception:  # noqa: BLE001 - closing is best effort
-                    pass
-        self.last_stats = stats
-        return [e.traj for e in episodes]
+            envs.close()
+        kept = [e.traj for k, e in sorted(episodes.items()) if k not in envs.dropped]
+        kept = _complete_groups(kept, min_size=min(2, group_size))
+        stats["env_errors"] = envs.errors
+        stats["dropped_episodes"] = len(ids) - len(kept)
+        stats["dropped_groups"] = len(games) - len({t.group_id for t in kept})
+        return Rollout(kept, stats)
 
-    def _step(self, e: _Episode, g: Generation, turn: int, stats: dict, cap: int) -> None:
-        action, valid = self.suite.project_action(g.text)
-        t0 = time.perf_counter()
-        obs, reward, terminated, truncated, info = e.env.step(action)
-        stats["env_s"] += time.perf_counter() - t0
-        obs = str(obs)
+    def _record(
+        self, e: _Episode, g: Generation, projected: tuple[str, bool], result: tuple, turn: int, cap: int
+    ) -> None:
+        """Append the step of generation ``g`` and its env ``result`` to episode ``e`` and advance it."""
+        action, valid = projected
+        obs, reward, terminated, truncated, info = result
         done = bool(terminated or truncated)
         history = e.history + [(e.observation, action)]
         next_admissible = tuple(info["admissible_commands"])
@@ -242,6 +278,15 @@ class RolloutWorker:
             e.active = False
         else:
             e.prompt_ids = self._encode(next_prompt)
+
+
+def _complete_groups(trajectories: list[Trajectory], min_size: int) -> list[Trajectory]:
+    """``trajectories`` without the groups that kept fewer than ``min_size`` episodes (a GRPO group needs two
+    rollouts to compare)."""
+    sizes: dict[int, int] = {}
+    for t in trajectories:
+        sizes[t.group_id] = sizes.get(t.group_id, 0) + 1
+    return [t for t in trajectories if sizes[t.group_id] >= min_size]
 
 
 def _turn_seed(seed: int, turn: int) -> int:

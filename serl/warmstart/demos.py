@@ -30,13 +30,12 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from serl.algo.masks import ACTION_CLOSE, ACTION_OPEN, THINK_CLOSE, THINK_OPEN  # the one response format
 from serl.envs.base import EnvSuite
 from serl.rollout.base import render_student_prompt
 from serl.tracking import atomic_write_text
 from serl.types import Demonstration
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-ACTION_OPEN, ACTION_CLOSE = "<action>", "</action>"
 DEMO_FIELDS = tuple(f.name for f in dataclasses.fields(Demonstration))
 
 # ALFWorld command grammar (alfworld's PDDL grammar after the demangler): one template per verb.

@@ -68,8 +68,8 @@ def test_teacher_scores_on_cuda_match_cpu(pair):
     ]
     responses = [tok.encode(t, add_special_tokens=False) for t in ("<action>take mug 1</action>", "<action>look</action>", "<action>go to desk 1</action>")]
     n = max(map(len, responses))
-    lp_cpu, has_cpu = TeacherScorer(cpu, tok).score(prompts, contexts, responses, n)
-    lp_gpu, has_gpu = TeacherScorer(gpu, tok).score(prompts, contexts, responses, n)
+    lp_cpu, has_cpu, _, _ = TeacherScorer(cpu, tok).score(prompts, contexts, responses, n)
+    lp_gpu, has_gpu, _, _ = TeacherScorer(gpu, tok).score(prompts, contexts, responses, n)
     assert has_cpu.tolist() == has_gpu.tolist() == [True, False, True]
     assert lp_gpu.device.type == "cpu"  # scores come back to the host, where the batch is collated
     assert (lp_cpu - lp_gpu).abs().max() < TOL

@@ -95,7 +95,7 @@ def test_prompts_match_the_real_rollout_byte_for_byte(tiny_policy, suite, games,
     assert all(r[-1] == tok.eos_token_id for _, r in rows)
     generator = _ScriptedGenerator(tok, [r for _, r in rows])
     worker = RolloutWorker(generator, tok, suite, max_new_tokens=256, max_prompt_tokens=8192)
-    (traj,) = worker.collect([game], group_size=1, seed=0, max_turns=len(mine) + 1)
+    (traj,) = worker.collect([game], group_size=1, seed=0, max_turns=len(mine) + 1).trajectories
     assert traj.won and traj.steps[-1].reward == 10.0
     assert traj.length == len(mine)
     for step, demo, (prompt_ids, _) in zip(traj.steps, mine, rows):

@@ -95,7 +95,8 @@ def test_rollout_bookkeeping_on_toy_suite(tiny_policy):
     gen = _RecordingGenerator(HFGenerator(model, tok))
     worker = RolloutWorker(gen, tok, suite, max_new_tokens=6, temperature=1.0)
     seen = []
-    trajs = worker.collect(["g1", "g5"], group_size=2, seed=0, progress=lambda d, n: seen.append((d, n)))
+    rollout = worker.collect(["g1", "g5"], group_size=2, seed=0, progress=lambda d, n: seen.append((d, n)))
+    trajs = rollout.trajectories
     assert [(t.group_id, t.traj_id, t.game) for t in trajs] == [(0, 0, "g1"), (0, 1, "g1"), (1, 0, "g5"), (1, 1, "g5")]
     # game g1 ends after 1 step (no ghost steps afterwards); g5 is cut at max_turns=3
     assert [t.length for t in trajs] == [1, 1, 3, 3]
@@ -120,7 +121,8 @@ def test_rollout_bookkeeping_on_toy_suite(tiny_policy):
     assert f"[obs 1 after {t.steps[0].action} -> {t.steps[1].action}]" in t.steps[2].prompt
     # next_prompt of the last step: step 3, history = steps 1 and 2 only (window H=2)
     assert "Step 3." in t.steps[2].next_prompt and "[obs 0 ->" not in t.steps[2].next_prompt
-    stats = worker.last_stats
+    stats = rollout.stats
+    assert stats["env_errors"] == stats["dropped_episodes"] == stats["dropped_groups"] == 0
     assert stats["tokens_generated"] == sum(len(s.response_ids) for tr in trajs for s in tr.steps)
     assert stats["generate_s"] > 0 and stats["env_s"] >= 0
 
@@ -128,8 +130,8 @@ def test_rollout_bookkeeping_on_toy_suite(tiny_policy):
 def test_rollout_same_seed_same_trajectories(tiny_policy):
     model, tok = tiny_policy
     worker = RolloutWorker(HFGenerator(model, tok), tok, _ToySuite(max_turns=2), max_new_tokens=5)
-    a = worker.collect(["g3"], group_size=2, seed=11)
-    b = worker.collect(["g3"], group_size=2, seed=11)
+    a = worker.collect(["g3"], group_size=2, seed=11).trajectories
+    b = worker.collect(["g3"], group_size=2, seed=11).trajectories
     assert [[s.response_ids for s in t.steps] for t in a] == [[s.response_ids for s in t.steps] for t in b]
 
 
@@ -168,7 +170,8 @@ def test_rollout_on_real_alfworld(tiny_policy, alfworld_suite):
     suite = alfworld_suite
     games = suite.train_games(1, seed=0)
     worker = RolloutWorker(HFGenerator(model, tok), tok, suite, max_new_tokens=24, max_prompt_tokens=8192)
-    trajs = worker.collect(games, group_size=2, seed=0)
+    rollout = worker.collect(games, group_size=2, seed=0)
+    trajs = rollout.trajectories
     assert [(t.group_id, t.traj_id) for t in trajs] == [(0, 0), (0, 1)]
     for t in trajs:
         assert t.game and t.task and t.task_type
@@ -190,4 +193,4 @@ def test_rollout_on_real_alfworld(tiny_policy, alfworld_suite):
                 assert s.observation == prev.feedback
                 assert prev.action in s.prompt  # the history shows the previous action
         assert t.won == any(s.reward > 0 for s in t.steps)
-    assert worker.last_stats["tokens_generated"] == sum(len(s.response_ids) for t in trajs for s in t.steps)
+    assert rollout.stats["tokens_generated"] == sum(len(s.response_ids) for t in trajs for s in t.steps)

@@ -179,3 +179,21 @@ def test_candidate_action_without_think_removal():
     response = "<think>maybe <action>Go to drawer 1</action>?</think><action>look</action>"
     assert candidate_action(response, remove_thinking=False) == "go to drawer 1"
     assert candidate_action("<think>x</think>", remove_thinking=False) == "<think>x</think>"
+
+
+def test_strip_thinking_modes():
+    # serl: think tags in any ASCII case; the reference's think removal is case-sensitive (§3.2)
+    text = "pre <think>a</think> mid <THINK>b</THINK>end"
+    assert strip_thinking(text) == strip_thinking(text, mode="serl") == "pre mid end"
+    assert strip_thinking(text, mode="reference") == "pre mid <THINK>b</THINK>end"
+    with pytest.raises(ValueError, match="mode must be one of"):
+        strip_thinking(text, mode="Reference")
+
+
+def test_candidate_action_modes():
+    response = "<THINK>maybe <action>go to drawer 1</action></THINK><action>look</action>"
+    assert candidate_action(response) == "look"
+    # the reference keeps an upper-case thinking block, so its first action block is the one inside it
+    assert candidate_action(response, mode="reference") == "go to drawer 1"
+    # the action block is the first <action> and the first </action> after it (the projection's rule)
+    assert candidate_action("<think>x</think></action> <action>Look</action>") == "look"

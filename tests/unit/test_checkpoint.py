@@ -213,7 +213,7 @@ def test_failed_write_keeps_the_previous_checkpoint_and_leaves_no_temp_file(tmp_
     with pytest.raises(OSError):
         save_checkpoint(tmp_path, _state(m, opt, 2))
     assert path.read_bytes() == before and load_checkpoint(path).step == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME, "step_000001.safetensors"]
 
 
 def test_a_checkpoint_of_another_model_is_refused_naming_the_file(tmp_path):
@@ -283,3 +283,41 @@ def test_legacy_last_pt_still_loads(tmp_path):
     set_rng_state(state.rng)
     with pytest.raises(ValueError, match=str(legacy)):
         load_trainable(torch.nn.Linear(4, 3), state.model, legacy)
+
+
+def test_keep_last_keeps_the_newest_step_files_and_last_is_the_newest(tmp_path):
+    m = _model()
+    opt = _optimizer(m)
+    for step in (1, 2, 3, 4):
+        _train(m, opt, 1)
+        last = save_checkpoint(tmp_path, _state(m, opt, step), keep_last=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME, "step_000003.safetensors", "step_000004.safetensors"]
+    assert last.read_bytes() == (tmp_path / "step_000004.safetensors").read_bytes()
+    assert load_checkpoint(tmp_path).step == 4 and load_checkpoint(tmp_path / "step_000003.safetensors").step == 3
+    with pytest.raises(ValueError, match="keep_last must be an int >= 1, got 0"):
+        save_checkpoint(tmp_path, _state(m, opt, 5), keep_last=0)
+
+
+def test_non_finite_weights_are_refused_and_the_previous_checkpoint_stays(tmp_path):
+    m = _model()
+    opt = _optimizer(m)
+    _train(m, opt, 1)
+    path = save_checkpoint(tmp_path, _state(m, opt, 1))
+    before = path.read_bytes()
+    with torch.no_grad():
+        next(p for p in m.parameters() if p.requires_grad).fill_(float("inf"))  # what lr=inf does
+    with pytest.raises(FloatingPointError, match=r"refusing to save the checkpoint of training step 2: .* non-finite"):
+        save_checkpoint(tmp_path, _state(m, opt, 2))
+    assert path.read_bytes() == before and load_checkpoint(tmp_path).step == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME, "step_000001.safetensors"]
+
+
+def test_check_writable_names_a_read_only_folder(tmp_path):
+    from serl.checkpoint import check_writable
+
+    check_writable(tmp_path / "run" / "checkpoints")  # created
+    assert (tmp_path / "run" / "checkpoints").is_dir() and not list((tmp_path / "run" / "checkpoints").iterdir())
+    blocked = tmp_path / "a_file"  # a folder that cannot be made (root ignores permission bits, not this)
+    blocked.write_text("x")
+    with pytest.raises(OSError, match=f"checkpoint folder {blocked / 'checkpoints'} is not writable"):
+        check_writable(blocked / "checkpoints")

@@ -36,7 +36,7 @@ def test_every_option_composes_and_validates(option):
             validate(cfg)
         return
     built = validate(cfg)
-    assert set(built) == {"decay", "feedback", "insertion"}
+    assert set(built) == {"env", "decay", "feedback", "insertion"}
     if option.stem == "paper_alfworld":  # a _global_ preset: it changes top-level values
         assert cfg.group_size == 8 and cfg.n_tasks == 16 and cfg.env.task_types is None
     elif option.stem == "cpu_study":

@@ -67,7 +67,7 @@ def test_study_curves_mean_min_max_per_step():
 
 
 def test_mixed_group_fraction_counts_groups_with_a_win_and_a_loss():
-    from serl.trainer import mixed_group_fraction
+    from serl.metrics import mixed_group_fraction
     from serl.types import Trajectory
 
     def group(*wins):

@@ -1,10 +1,11 @@
-"""Action projection and validity, one case per rule of SERL_REFERENCE §8.3."""
+"""Action projection and validity, one case per rule of SERL_REFERENCE §8.3, in serl mode (default) and in the
+reference's literal mode; serl's deviations pinned with minimal inputs."""
 
 from __future__ import annotations
 
 import pytest
 
-from serl.envs.projection import contains_cjk, project_action
+from serl.envs.projection import ALFWORLD_CHARSET, contains_cjk, project_action, reference_projection
 
 ALF = 30  # ALFWorld fallback characters
 
@@ -80,9 +81,69 @@ def test_inadmissible_but_well_formed_action_is_valid():
     assert project_action("<think>x</think><action>fly to the moon</action>", ALF) == ("fly to the moon", True)
 
 
-def test_closing_tag_before_opening_tag_gives_empty_action():
-    # literal rule: text between the first <action> and the first </action>
-    assert project_action("<think>x</think></action> oops <action>look", ALF) == ("", True)
+def test_closing_tag_before_opening_tag():
+    text = "<think>x</think></action> oops <action>look"
+    # reference, literally: text between the first <action> and the first </action> = "" (valid)
+    assert project_action(text, ALF, mode="reference") == ("", True)
+    # serl: the closing tag must follow the opening tag, so there is no action block: fallback, invalid
+    assert project_action(text, ALF) == (text.lower()[-30:], False)
+
+
+def test_characters_outside_the_charset_are_invalid_in_serl_mode_only():
+    # the reference sends emoji, NUL, a newline inside the command verbatim as a valid command
+    for action in ("look 😀", "look\x00", "go to\ndesk 1", "café"):
+        text = f"<think>x</think><action>{action}</action>"
+        assert project_action(text, ALF, mode="reference") == (action, True)
+        action_serl, valid = project_action(text, ALF)
+        # serl: invalid; the env gets the fallback tail with every character outside the charset dropped
+        assert valid is False
+        assert action_serl == "".join(ch for ch in text.lower()[-30:] if ch in ALFWORLD_CHARSET)
+    # 39 characters; the last 30 start at index 9 ("/think>..."), the emoji dropped
+    assert project_action("<think>x</think><action>look 😀</action>", ALF)[0] == "/think><action>look </action>"
+
+
+def test_fallback_tail_is_filtered_to_the_charset():
+    text = "<think>x</think>I go to the desk now 😀\n"
+    assert project_action(text, ALF, mode="reference") == (text.lower()[-30:], False)
+    # last 30 characters "/think>i go to the desk now 😀\n" (7 + 21 + 2) minus the emoji and the newline
+    assert project_action(text, ALF) == ("/think>i go to the desk now ", False)
+
+
+def test_suite_charset_parameter():
+    text = "<think>x</think><action>Café</action>"
+    assert project_action(text, ALF, charset=ALFWORLD_CHARSET | {"é"}) == ("café", True)
+    assert project_action(text, ALF, charset=None) == ("café", True)
+
+
+def test_think_tag_case():
+    # §8.3 is silent on the case of the think tags: the reference's env code tests the original text
+    text = "<THINK>x</THINK><action>look</action>"
+    assert project_action(text, ALF, mode="reference") == ("look", False)
+    assert project_action(text, ALF) == ("look", True)
+
+
+def test_cjk_ranges():
+    # the reference tests U+4E00-U+9FFF only; serl also counts kana and Hangul
+    for text, reference_valid in (("<think>책</think><action>look</action>", True), ("<think>我</think><action>look</action>", False)):
+        assert project_action(text, ALF, mode="reference") == ("look", reference_valid)
+        assert project_action(text, ALF) == ("look", False)
+
+
+@pytest.mark.parametrize("mode", ["serl", "reference"])
+def test_modes_agree_on_well_formed_responses(mode):
+    for text, expected in (
+        ("<think>a</think><action>Go To Desk 1</action>", ("go to desk 1", True)),
+        ("<think>a</think>\n<action>\n take mug 1 \n</action>", ("take mug 1", True)),
+        ("<think>a</think><action>look</action><action>inventory</action>", ("look", True)),
+        ("<think><action>look</action></think><action>inventory</action>", ("look", True)),
+        ("<think>a</think><action>  </action>", ("", True)),
+    ):
+        assert project_action(text, ALF, mode=mode) == expected
+
+
+def test_reference_projection_is_the_reference_mode():
+    text = "<THINK>x</THINK><action>look\x00</action>"
+    assert reference_projection(text, ALF) == project_action(text, ALF, mode="reference") == ("look\x00", False)
 
 
 def test_bad_arguments():
@@ -90,4 +151,7 @@ def test_bad_arguments():
         project_action("x", -1)
     with pytest.raises(TypeError):
         project_action(None, ALF)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="mode must be one of"):
+        project_action("x", ALF, mode="authors")
     assert project_action("abc", 0) == ("", False)
+    assert project_action("abc", 0, mode="reference") == ("", False)

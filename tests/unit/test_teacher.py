@@ -78,7 +78,7 @@ def test_score_matches_a_direct_forward_and_skips_rows_without_context(tiny_poli
     prompts = ["go to desk 1", "open drawer 1", "look"]
     contexts = [_ctx("You arrive at desk 1."), TeacherContext(), _ctx("Nothing happens.")]
     responses = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
-    lp, has = teacher.score(prompts, contexts, responses, n_response=4)
+    lp, has, _, _ = teacher.score(prompts, contexts, responses, n_response=4)
     assert has.tolist() == [True, False, True]
     assert torch.all(lp[1] == 0)
     for i in (0, 2):
@@ -113,7 +113,7 @@ def test_lora_teacher_is_an_adapter_snapshot_scored_on_the_shared_base(tiny_poli
     after = response_logprobs(policy, x, m, n_response=3)
     assert not torch.allclose(before, after, atol=1e-4)
 
-    lp, has = teacher.score(["go to desk 1"], [_ctx("You arrive at desk 1.")], [[5, 6, 7]], n_response=3)
+    lp, has, _, _ = teacher.score(["go to desk 1"], [_ctx("You arrive at desk 1.")], [[5, 6, 7]], n_response=3)
     assert has.tolist() == [True]
     assert torch.allclose(lp[0], before[0], atol=1e-5)  # scored with the old adapter
     for k, p in policy.named_parameters():  # and the policy's own adapter is back
