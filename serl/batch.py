@@ -11,7 +11,7 @@ from collections.abc import Callable, Container, Sequence
 
 import torch
 
-from serl.algo.masks import MODES, PRINTABLE_ASCII, action_mask_from_ids
+from serl.algo.masks import PRINTABLE_ASCII, action_mask_from_ids, check_response_format
 from serl.policy.logprobs import pad_prompt_response
 from serl.types import Step, TrainBatch
 
@@ -28,8 +28,7 @@ def action_masks(
     executed and nothing for invalid responses (``charset`` = the env projection's character set);
     ``mode="reference"`` marks the reference's action spans (SERL_REFERENCE §6.2).
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    check_response_format(mode)
     return [action_mask_from_ids(s.response_ids, decode, mode, charset) for s in steps]
 
 

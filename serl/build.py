@@ -337,6 +337,8 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path):
         save_every=int(cfg.save_every),
         keep_last=int(cfg.keep_last),
         advantage=str(a.advantage),
+        trajectory_value=str(a.trajectory_value),
+        response_format=str(a.response_format),
         norm_by_std=bool(a.norm_by_std),
         invalid_penalty=float(a.invalid_penalty),
         resume=str(cfg.resume) if cfg.resume else None,

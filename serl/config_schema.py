@@ -69,7 +69,8 @@ class _OptionMarker:
 
 
 def _bounds(ge=None, gt=None, le=None, lt=None) -> list:
-    return [c for c, v in ((Ge(ge), ge), (Gt(gt), gt), (Le(le), le), (Lt(lt), lt)) if v is not None]
+    """The annotated-types constraints for the bounds that are given."""
+    return [kind(v) for kind, v in ((Ge, ge), (Gt, gt), (Le, le), (Lt, lt)) if v is not None]
 
 
 def Int(ge: int | None = None, gt: int | None = None, note: str | None = None) -> Any:
@@ -124,10 +125,11 @@ class LoraSection(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True, hide_input_in_errors=True)
 
+    # defaults are peft's; only the YAML's own keys reach peft (serl.policy.models.apply_lora)
     r: Int(ge=1, note="adapter rank") = 8
     lora_alpha: Float(gt=0, note="scaling alpha; update scale alpha / r") = 8
     lora_dropout: Float(ge=0, lt=1) = 0.0
-    target_modules: Optional[Union[Str, Annotated[list[Str], MinLen(1)]]] = None
+    target_modules: Optional[Union[Str, Annotated[list[Str], MinLen(1)]]] = None  # a string is a peft regex
     alpha: Optional[Float(gt=0, note="alias of lora_alpha")] = None
     dropout: Optional[Float(ge=0, lt=1, note="alias of lora_dropout")] = None
 
@@ -180,6 +182,7 @@ class AlgorithmSection(Section):
     teacher: Bool
     advantage: Literal["cross_step", "trajectory"]
     trajectory_value: Literal["mean", "first"] = "mean"
+    response_format: Literal["serl", "reference"] = "serl"
     norm_by_std: Bool
     invalid_penalty: Float(ge=0)
     clip_low: Float(ge=0, lt=1)
@@ -520,8 +523,8 @@ def translate(hint: Any) -> Any:
         return list[translate(args[0])] if args else list
     if origin in _MAPPINGS or hint in _MAPPINGS:
         return dict[translate(args[0]), translate(args[1])] if args else dict
-    if isinstance(hint, type) and issubclass(hint, os.PathLike):
-        return Str
+    if any(isinstance(t, type) and issubclass(t, os.PathLike) for t in (hint, origin)):
+        return Str  # a path is written as a string in YAML
     if isinstance(hint, type) and hint.__module__ != "builtins":
         return InstanceOf[hint]
     return Any

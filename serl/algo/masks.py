@@ -138,9 +138,15 @@ def _check_text(text: object, name: str = "text") -> None:
         raise ValueError(f"{name} must be a str, got {type(text).__name__}")
 
 
-def _check_mode(mode: object) -> None:
+def check_response_format(mode: object) -> str:
+    """``mode`` if it is one of :data:`MODES` (the response-format rules: serl's or the reference's), else a
+    ``ValueError`` naming the allowed ones."""
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        raise ValueError(f"response_format must be one of {', '.join(MODES)}, got {mode!r}")
+    return str(mode)
+
+
+_check_mode = check_response_format
 
 
 def _check_charset(charset: object) -> None:

@@ -39,6 +39,7 @@ from serl.algo.masks import (
     ACTION_OPEN,
     MODES,
     PRINTABLE_ASCII,
+    check_response_format,
     THINK_CLOSE,
     THINK_OPEN,
     contains_cjk,
@@ -120,8 +121,7 @@ def project_action(
         ``(action, valid)``: ``action`` is lower-case text; ``valid`` is the format-validity flag.
     """
     _check_args(response, fallback_chars)
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    check_response_format(mode)
     if mode == "reference":
         return reference_projection(response, fallback_chars)
     parsed = parse_response(response, charset)

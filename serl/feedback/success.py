@@ -36,9 +36,14 @@ class SuccessfulTrajectory(TrajectorySource):
     per_candidate = False
 
     def __init__(
-        self, format: str = "response", max_steps: int = 0, remove_thinking: bool = True, exclude_self: bool = True
+        self,
+        format: str = "response",
+        max_steps: int = 0,
+        remove_thinking: bool = True,
+        exclude_self: bool = True,
+        response_format: str = "serl",
     ) -> None:
-        super().__init__(format=format, max_steps=max_steps, remove_thinking=remove_thinking)
+        super().__init__(format, max_steps, remove_thinking, response_format)
         self.exclude_self = check_bool("exclude_self", exclude_self)
 
     def content(self, group: Sequence[Trajectory], traj_idx: int, step_idx: int) -> str | None:

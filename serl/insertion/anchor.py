@@ -91,6 +91,7 @@ from serl.algo.anchors import (
     group_by_similarity,
     is_state,
 )
+from serl.algo.masks import check_response_format
 from serl.insertion.base import FeedbackLike, Insertion
 from serl.types import TeacherContext, Trajectory
 
@@ -117,10 +118,12 @@ class _Candidate:
 class _Anchor:
     """One anchor group: the candidate table is computed once, the per-step contexts assembled from it."""
 
-    def __init__(self, group: Sequence[Trajectory], members: list[StepRef], remove_thinking: bool):
+    def __init__(self, group: Sequence[Trajectory], members: list[StepRef], remove_thinking: bool, response_format: str):
         self.group = group
         self.members = members
-        self.actions = [candidate_action(group[i].steps[t].response_text, remove_thinking) for i, t in members]
+        self.actions = [
+            candidate_action(group[i].steps[t].response_text, remove_thinking, response_format) for i, t in members
+        ]
         by_action: dict[str, list[StepRef]] = {}
         for ref, action in zip(members, self.actions):
             by_action.setdefault(action, []).append(ref)
@@ -196,6 +199,7 @@ class AnchorInsertion(Insertion):
             reference's ``anchor_immediate_feedback`` lines).
         noop_messages: observations that are not a state (``key="state_change"`` only); a list of strings.
         remove_thinking: strip ``<think>…</think>`` before extracting the candidate action (reference True).
+        response_format: ``serl`` or ``reference`` tag rules for that (:func:`serl.algo.anchors.candidate_action`).
     """
 
     name = "anchor"
@@ -207,6 +211,7 @@ class AnchorInsertion(Insertion):
         layout: str = "table",
         noop_messages: Iterable[str] = DEFAULT_NOOP_MESSAGES,
         remove_thinking: bool = True,
+        response_format: str = "serl",
     ):
         if key not in ANCHOR_KEYS:
             raise ValueError(f"unknown anchor key {key!r}; allowed: {', '.join(ANCHOR_KEYS)}")
@@ -223,6 +228,7 @@ class AnchorInsertion(Insertion):
         self.layout = layout
         self.noop_messages = tuple(str(m).strip() for m in noop_messages)
         self.remove_thinking = bool(remove_thinking)
+        self.response_format = check_response_format(response_format)
 
     def __repr__(self) -> str:
         return (
@@ -258,7 +264,7 @@ class AnchorInsertion(Insertion):
         for i, traj in enumerate(group):
             for t in range(len(traj.steps)):
                 members.setdefault(ids[i][t], []).append((i, t))
-        anchors = {a: _Anchor(group, refs, self.remove_thinking) for a, refs in members.items()}
+        anchors = {a: _Anchor(group, refs, self.remove_thinking, self.response_format) for a, refs in members.items()}
         return [
             [self._context(group, anchors[ids[i][t]], i, t, feedback) for t in range(len(traj.steps))]
             for i, traj in enumerate(group)

@@ -186,7 +186,7 @@ def test_strip_thinking_modes():
     text = "pre <think>a</think> mid <THINK>b</THINK>end"
     assert strip_thinking(text) == strip_thinking(text, mode="serl") == "pre mid end"
     assert strip_thinking(text, mode="reference") == "pre mid <THINK>b</THINK>end"
-    with pytest.raises(ValueError, match="mode must be one of"):
+    with pytest.raises(ValueError, match="response_format must be one of"):
         strip_thinking(text, mode="Reference")
 
 

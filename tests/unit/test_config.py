@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from serl.build import ConfigError, validate, validate_eval
+from serl.build import ConfigError, validate, validate_eval, validate_sft
 from serl.policy.vllm_engine import vllm_available
 from tests.helpers import CONF, ROOT, compose_cfg
 
@@ -16,15 +16,25 @@ ALL_FILES = sorted(p.relative_to(CONF) for p in CONF.rglob("*.yaml"))
 GROUP_FILES = [p for p in ALL_FILES if p.parent != pathlib.Path(".")]
 
 
-def test_config_tree_has_the_expected_options():
-    # Update these counts when a file is added: they guard against files that silently stop composing.
-    assert len(ALL_FILES) == 39, [str(p) for p in ALL_FILES]  # 3 primary configs (train, eval, sft) + options
-    assert len(GROUP_FILES) == 36, [str(p) for p in GROUP_FILES]
-    per_group = {g: sum(p.parent.as_posix() == g for p in GROUP_FILES) for g in sorted({p.parent.as_posix() for p in GROUP_FILES})}
-    assert per_group == {
-        "algorithm": 3, "decay": 5, "env": 1, "experiment": 2, "feedback": 15, "insertion": 2, "logger": 3,
-        "model": 3, "rollout": 2,
-    }
+PRIMARY_VALIDATORS = {"train": validate, "eval": validate_eval, "sft": validate_sft}  # one per scripts/ entry point
+
+
+def test_every_config_file_is_reachable(tmp_path):
+    # No yaml under conf/ can silently stop composing: a primary config composes and validates (below), and
+    # every other file is an option of a group that conf/train.yaml selects, so that
+    # test_every_option_composes_and_validates runs it; a file in a misspelled or unused folder fails here.
+    from hydra import compose, initialize_config_dir
+
+    primaries = {p.stem for p in ALL_FILES if p.parent == pathlib.Path(".")}
+    assert primaries == set(PRIMARY_VALIDATORS), "a primary config without a validator (or a validator without one)"
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        choices = compose(config_name="train", return_hydra_config=True).hydra.runtime.choices
+        # train: composed with every option below; sft's paths interpolate Hydra's run folder, absent here
+        paths = [f"demos_path={tmp_path}/demos.jsonl", f"output_dir={tmp_path}/model"]
+        for name in sorted(primaries - {"train"}):
+            PRIMARY_VALIDATORS[name](compose(config_name=name, overrides=paths if name == "sft" else []))
+    groups = {p.parent.as_posix() for p in GROUP_FILES}
+    assert GROUP_FILES and groups <= set(choices), sorted(groups - set(choices))
 
 
 @pytest.mark.parametrize("option", GROUP_FILES, ids=str)
@@ -109,8 +119,10 @@ def test_eval_config_composes_validates_and_rejects_bad_values():
 def test_algorithm_presets_differ_only_where_documented():
     serl, ref, grpo = (compose_cfg([f"algorithm={a}"]).algorithm for a in ("serl", "serl_reference", "grpo"))
     diff = lambda a, b: {k for k in a if k != "name" and a[k] != b[k]}  # noqa: E731
-    assert diff(serl, ref) == {"student_logprob"}
+    assert diff(serl, ref) == {"student_logprob", "trajectory_value", "response_format"}
+    assert (serl.response_format, ref.response_format) == ("serl", "reference")  # §6.2, §8.3, §3.2
     assert (serl.student_logprob, ref.student_logprob) == ("old", "current")  # SERL_REFERENCE §2, §10.6
+    assert (serl.trajectory_value, ref.trajectory_value) == ("mean", "first")  # §1.5, with advantage=trajectory
     assert ref.advantage == "cross_step" and ref.invalid_penalty == 0.1 and ref.teacher_sync_interval == 10
     assert diff(serl, grpo) == {"teacher"} and grpo.teacher is False
 

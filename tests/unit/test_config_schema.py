@@ -164,7 +164,7 @@ def test_documented_train_commands_validate(overrides):
 
 @pytest.mark.parametrize("overrides", [[], ["feedback=immediate"], ["insertion=anchor"]])
 @pytest.mark.parametrize("feedback", ["immediate", "state_diff"])
-def test_the_readme_sweep_grid_validates(feedback, overrides):
+def test_the_documented_sweep_grid_validates(feedback, overrides):
     validate(compose_cfg([f"feedback={feedback}", *overrides]))
 
 

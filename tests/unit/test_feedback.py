@@ -61,24 +61,20 @@ def group() -> list[Trajectory]:
 
 
 def test_registry_and_attributes():
-    from serl.feedback import (
-        CurrentTrajectory,
-        FutureTrajectory,
-        NextObservation,
-        SuccessfulTrajectory,
-        TrajectoryJudge,
-    )
+    from serl.build import validate
+    from tests.helpers import CONF, compose_cfg
 
-    assert FEEDBACK_SOURCES == {
-        "none": NoFeedback,
-        "immediate": ImmediateFeedback,
-        "state_diff": StateDiffFeedback,
-        "next_obs": NextObservation,
-        "future": FutureTrajectory,
-        "success": SuccessfulTrajectory,
-        "current": CurrentTrajectory,
-        "judge": TrajectoryJudge,
-    }
+    # The registry is what the config builds: every conf/feedback option (each part of a combination) builds a
+    # registered source, and every registered source is built by some option (a new source needs no edit here).
+    built: dict[str, type] = {}
+    pending = [validate(compose_cfg([f"feedback={p.stem}"]))["feedback"] for p in (CONF / "feedback").glob("*.yaml")]
+    while pending:
+        source = pending.pop()
+        if hasattr(source, "members"):  # AllOf / FirstAvailable
+            pending.extend(source.members)
+        else:
+            built[type(source).name] = type(source)
+    assert built == FEEDBACK_SOURCES
     assert ImmediateFeedback.title == "Immediate feedback from the current step:"
     assert StateDiffFeedback.title == "State change caused by the current step:"
     assert (ImmediateFeedback.enabled, StateDiffFeedback.enabled, NoFeedback.enabled) == (True, True, False)

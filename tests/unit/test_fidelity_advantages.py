@@ -9,7 +9,7 @@ first-found sample of each ``(uid, traj_uid)`` pair, in batch order.
 Pinned cases (issue 10 item 7):
 
 * (a) equal scores: serl gives exactly 0 (float64 statistics); the reference's float32 mean misses the
-  common value by one ulp and divides it by a std of the same size (README "Differences from the reference").
+  common value by one ulp and divides it by a std of the same size (docs/differences.md).
 * (b) ``advantage=trajectory``: serl's default value per trajectory is its mean step score,
   ``traj_value="first"`` is the reference's first-found score.
 """
@@ -85,7 +85,7 @@ def test_equal_scores_reference_gives_minus_0466_serl_gives_zero():
     assert hand == pytest.approx(-0.466413, abs=1e-6)
     assert ref == pytest.approx([hand] * 6, abs=1e-5)
     adv = grpo_advantages(torch.tensor(scores, dtype=torch.float32), torch.tensor(ids))
-    assert adv.tolist() == [0.0] * 6  # serl: exact zero (README "Differences from the reference")
+    assert adv.tolist() == [0.0] * 6  # serl: exact zero (docs/differences.md)
 
 
 def test_all_invalid_failures_reference_gives_small_positive_serl_gives_zero():

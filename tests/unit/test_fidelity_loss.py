@@ -5,7 +5,7 @@ literal per-token loop from §1.6, with NO clamp of the log-ratio (the reference
 
     r = exp(ℓ − ℓ_old);  L = max(−A r, −A clip(r, 0.8, 1.2));  if A < 0: L = min(L, −3A);  token mean
 
-serl clamps ``ℓ − ℓ_old`` to ±20 before ``exp`` (its own numerical guard, named in README "Differences from
+serl clamps ``ℓ − ℓ_old`` to ±20 before ``exp`` (its own numerical guard, named in docs/differences.md, "Differences from
 the reference"). These tests pin: bit-identical loss and gradient inside ±20; the exact hand-derived
 difference beyond; the reference's NaN gradient when ``exp`` overflows, which serl avoids; ``ppo_kl``
 unclamped like the reference's.

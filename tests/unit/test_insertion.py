@@ -58,7 +58,15 @@ def test_fixture_sanity(group):
 
 
 def test_registry():
-    assert INSERTIONS == {"step": StepInsertion, "anchor": AnchorInsertion}
+    from serl.build import validate
+    from tests.helpers import CONF, compose_cfg
+
+    # The registry is what the config builds: each conf/insertion option builds the class registered under its name.
+    options = sorted(p.stem for p in (CONF / "insertion").glob("*.yaml"))
+    assert sorted(INSERTIONS) == options
+    for name in options:
+        assert type(validate(compose_cfg([f"insertion={name}"]))["insertion"]) is INSERTIONS[name]
+        assert INSERTIONS[name].name == name and issubclass(INSERTIONS[name], Insertion)
     assert StepInsertion.name == "step" and AnchorInsertion.name == "anchor"
     assert issubclass(StepInsertion, Insertion) and issubclass(AnchorInsertion, Insertion)
 

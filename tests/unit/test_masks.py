@@ -108,9 +108,9 @@ def test_serl_spans_only_for_valid_responses():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="text must be a str"):
         find_action_spans(None)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="mode must be one of"):
+    with pytest.raises(ValueError, match="response_format must be one of"):
         find_action_spans("x", mode="authors")
-    with pytest.raises(ValueError, match="mode must be one of"):
+    with pytest.raises(ValueError, match="response_format must be one of"):
         action_mask_from_ids([0], lambda ids: "x", mode="Serl")
 
 
@@ -330,5 +330,5 @@ def test_batch_action_masks_modes():
     decode = _decode_vocab(vocab)
     assert action_masks(steps, decode) == [[False, False, False, True, False], [False, False, False]]
     assert action_masks(steps, decode, mode="reference") == [[False, False, False, True, False], [False, True, False]]
-    with pytest.raises(ValueError, match="mode must be one of"):
+    with pytest.raises(ValueError, match="response_format must be one of"):
         action_masks(steps, decode, mode="serl_reference")

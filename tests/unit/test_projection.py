@@ -151,7 +151,7 @@ def test_bad_arguments():
         project_action("x", -1)
     with pytest.raises(TypeError):
         project_action(None, ALF)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="mode must be one of"):
+    with pytest.raises(ValueError, match="response_format must be one of"):
         project_action("x", ALF, mode="authors")
     assert project_action("abc", 0) == ("", False)
     assert project_action("abc", 0, mode="reference") == ("", False)

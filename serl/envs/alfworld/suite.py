@@ -33,6 +33,7 @@ from serl.envs.alfworld import default_cache_root, ensure_alfworld_data
 from serl.envs.alfworld.env import AlfworldTextEnv, read_task_type
 from serl.envs.alfworld.generator import FORBIDDEN_PATH_PARTS, SPLITS, TASK_TYPES, check_task_types, generate_games
 from serl.envs.alfworld.prompts import render_prompt as _render_prompt
+from serl.algo.masks import check_response_format
 from serl.envs.projection import project_action as _project_action
 
 if TYPE_CHECKING:  # serl.types imports torch; not needed at run time here
@@ -120,6 +121,8 @@ class AlfworldSuite:
         task_types: restrict both pools to these task types (None: all six). Generated pools then hold
             ``train_pool`` / ``eval_pool`` games of those types; official pools keep the split's games of
             those types.
+        response_format: ``serl`` (one definition of the action for the env and the token mask) or
+            ``reference`` (the authors' projection, SERL_REFERENCE §8.3); see :func:`project_action`.
     """
 
     name = "alfworld"
@@ -136,6 +139,7 @@ class AlfworldSuite:
         require_official: bool = False,
         seed: int = 0,
         task_types: Sequence[str] | None = None,
+        response_format: str = "serl",
     ) -> None:
         self.max_turns = _check_int("max_turns", max_turns, 1)
         self.history_length = _check_int("history_length", history_length, 0)
@@ -146,6 +150,7 @@ class AlfworldSuite:
             raise ValueError(f"unknown eval_split {eval_split!r}; allowed: {', '.join(EVAL_SPLITS)}")
         self.eval_split = eval_split
         self.require_official = bool(require_official)
+        self.response_format = check_response_format(response_format)
         if task_types is not None:
             task_types = [str(t) for t in task_types]
             check_task_types(task_types)
@@ -257,7 +262,7 @@ class AlfworldSuite:
 
     def project_action(self, response: str) -> tuple[str, bool]:
         """SERL_REFERENCE §8.3 with the ALFWorld fallback of 30 characters."""
-        return _project_action(response, ALFWORLD_FALLBACK_CHARS)
+        return _project_action(response, ALFWORLD_FALLBACK_CHARS, mode=self.response_format)
 
     def success_metrics(self, trajectories: Sequence[Trajectory]) -> dict[str, float]:
         """``{"success_rate": ..., "<task_type>/success_rate": ...}`` over the given trajectories.
