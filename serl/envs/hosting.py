@@ -20,8 +20,10 @@ the rollout worker's decision (:mod:`serl.rollout.base`).
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import multiprocessing.connection
+import os
+import subprocess
+import sys
 import time
 import traceback
 import warnings
@@ -92,12 +94,14 @@ class InlineHost:
             self.run([(key, "close", ())])
 
 
-def _worker_main(conn: multiprocessing.connection.Connection, suite: Any) -> None:  # pragma: no cover - child
-    """A worker process: answer ``(key, op, args)`` messages with ``("ok", value)`` / ``("error", text)``."""
+def _worker_main(recv: multiprocessing.connection.Connection, send: multiprocessing.connection.Connection) -> None:  # pragma: no cover - child
+    """A worker process: receive the suite, then answer ``(key, op, args)`` messages with ``("ok", value)`` /
+    ``("error", text)`` until ``None`` or the parent goes away."""
+    suite = recv.recv()
     envs: dict[int, Any] = {}
     while True:
         try:
-            msg = conn.recv()
+            msg = recv.recv()
         except (EOFError, OSError):
             return
         if msg is None:  # shutdown
@@ -112,13 +116,14 @@ def _worker_main(conn: multiprocessing.connection.Connection, suite: Any) -> Non
             reply = ("ok", _run_call(envs, suite, key, op, args))
         except Exception as e:  # noqa: BLE001
             reply = ("error", _describe(e) + "\n" + traceback.format_exc(limit=3))
-        conn.send(reply)
+        send.send(reply)
 
 
 @dataclass
 class _Worker:
-    process: Any
-    conn: multiprocessing.connection.Connection
+    process: subprocess.Popen
+    conn: multiprocessing.connection.Connection  # answers from the worker
+    send: multiprocessing.connection.Connection  # calls to the worker
     keys: set[int] = field(default_factory=set)
     started: bool = False  # has answered a call (its first call also pays the interpreter's start and imports)
 
@@ -139,18 +144,32 @@ class ProcessHost:
         self.suite = suite
         self.timeout_s = float(timeout_s)
         self.startup_timeout_s = max(float(startup_timeout_s), self.timeout_s)
-        self._ctx = multiprocessing.get_context("spawn")  # never fork a process that runs torch threads
         self._workers: list[_Worker | None] = [None] * processes
         self._home: dict[int, int] = {}  # env key -> worker index
         self.restarts = 0  # workers replaced after a timeout or a crash
 
     def _start(self, w: int) -> _Worker:
-        parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_worker_main, args=(child, self.suite), daemon=True, name=f"serl-env-{w}")
-        proc.start()
-        child.close()
-        self._workers[w] = _Worker(proc, parent)
-        return self._workers[w]
+        """A fresh worker: ``python -m serl.envs.hosting`` (a clean interpreter: no fork of a process running
+        torch threads, no re-import of the caller's ``__main__``) on two pipes, then the pickled suite."""
+        to_child, from_parent = os.pipe()
+        to_parent, from_child = os.pipe()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))  # the suite's classes import
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serl.envs.hosting", str(to_child), str(from_child)],
+            pass_fds=(to_child, from_child),
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        os.close(to_child)
+        os.close(from_child)
+        worker = _Worker(
+            proc,
+            multiprocessing.connection.Connection(to_parent, writable=False),
+            multiprocessing.connection.Connection(from_parent, readable=False),
+        )
+        self._workers[w] = worker
+        worker.send.send(self.suite)
+        return worker
 
     def _worker(self, w: int) -> _Worker:
         worker = self._workers[w]
@@ -161,8 +180,9 @@ class ProcessHost:
         if worker is None:
             return
         worker.process.kill()
-        worker.process.join(5)
+        worker.process.wait(5)
         worker.conn.close()
+        worker.send.close()
         for key in worker.keys:
             self._home.pop(key, None)
         self._workers[w] = None
@@ -185,7 +205,7 @@ class ProcessHost:
                 continue
             w = self._place(key)
             try:
-                self._workers[w].conn.send((key, op, args))  # type: ignore[union-attr]
+                self._workers[w].send.send((key, op, args))  # type: ignore[union-attr]
             except (OSError, ValueError) as e:  # the worker died since its last answer
                 self._fail_worker(w, deque([i, *queues.pop(w, ())]), out,
                                   Failure("crash", f"env worker process died ({_describe(e)})"))
@@ -236,14 +256,15 @@ class ProcessHost:
             if worker is None:
                 continue
             try:
-                worker.conn.send(None)
-                worker.process.join(5)
-            except (OSError, ValueError):
+                worker.send.send(None)
+                worker.process.wait(5)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
                 pass
-            if worker.process.is_alive():
+            if worker.process.poll() is None:
                 worker.process.kill()
-                worker.process.join(5)
+                worker.process.wait(5)
             worker.conn.close()
+            worker.send.close()
             self._workers[w] = None
         self._home.clear()
 
@@ -356,3 +377,10 @@ class EpisodeEnvs:
     def close(self) -> None:
         """Close every env of this rollout (best effort)."""
         self.host.run([(ep.key, "close", ()) for ep in self.episodes.values() if not ep.dropped])
+
+
+if __name__ == "__main__":  # pragma: no cover - the worker process of ProcessHost
+    _worker_main(
+        multiprocessing.connection.Connection(int(sys.argv[1]), writable=False),
+        multiprocessing.connection.Connection(int(sys.argv[2]), readable=False),
+    )

@@ -183,6 +183,16 @@ def test_suite_picks_official_when_present(tmp_path, monkeypatch, alfworld_games
     assert AlfworldSuite(data_root=str(data), cache_dir=str(tmp_path / "cache")).source == "official"
 
 
+def test_evaluation_needs_only_the_official_eval_split(tmp_path, monkeypatch, alfworld_games):
+    data = tmp_path / "official"
+    official_eval = _fake_official(data, "valid_seen", alfworld_games["look_at_obj_in_light"])
+    monkeypatch.setenv("ALFWORLD_DATA", str(data))
+    with pytest.raises(FileNotFoundError, match=r"\['train'\]"):  # training needs both splits
+        AlfworldSuite(cache_dir=str(tmp_path / "cache"), require_official=True)
+    suite = AlfworldSuite(cache_dir=str(tmp_path / "cache"), require_official=True, use_train_pool=False)
+    assert suite.source == "official" and suite.eval_games(1, seed=0) == [str(official_eval)]
+
+
 def test_suite_applies_the_alfredtwenv_filter(tmp_path, monkeypatch, alfworld_games, caplog):
     data = tmp_path / "official"
     _fake_official(data, "train", alfworld_games["pick_and_place_simple"])

@@ -81,7 +81,7 @@ def test_process_host_reports_a_dead_worker_as_a_crash():
         (obs, info), = host.run([(1, "open", ("g3", 0, 5))])
         assert obs == "obs 0"
         host._workers[0].process.kill()
-        host._workers[0].process.join(5)
+        host._workers[0].process.wait(5)
         (result,) = host.run([(1, "step", ("go",))])
         assert isinstance(result, Failure) and result.kind in ("crash", "lost")
         (again,) = host.run([(2, "open", ("g3", 0, 5))])  # a fresh worker takes over

@@ -121,6 +121,8 @@ class AlfworldSuite:
         task_types: restrict both pools to these task types (None: all six). Generated pools then hold
             ``train_pool`` / ``eval_pool`` games of those types; official pools keep the split's games of
             those types.
+        use_train_pool: False when only the eval pool is played (scripts/eval.py): then official games of the
+            eval split suffice, the train split is not needed.
         response_format: ``serl`` (one definition of the action for the env and the token mask) or
             ``reference`` (the authors' projection, SERL_REFERENCE §8.3); see :func:`project_action`.
     """
@@ -140,6 +142,7 @@ class AlfworldSuite:
         seed: int = 0,
         task_types: Sequence[str] | None = None,
         response_format: str = "serl",
+        use_train_pool: bool = True,
     ) -> None:
         self.max_turns = _check_int("max_turns", max_turns, 1)
         self.history_length = _check_int("history_length", history_length, 0)
@@ -164,7 +167,7 @@ class AlfworldSuite:
         ensure_alfworld_data(self.data_root)  # before any alfworld import (§5.4-4)
 
         # §6.2-2..4
-        splits = ("train", self.eval_split)
+        splits = ("train", self.eval_split) if use_train_pool else (self.eval_split,)
         official = {s: has_official_games(self.data_root, s) for s in splits}
         if all(official.values()):
             self.source = "official"
