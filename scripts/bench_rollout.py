@@ -52,7 +52,7 @@ Caveats
       untimed warm-up. With ``--repeats 1`` the result is one sample.
     * ``VLLM_CPU_OMP_THREADS_BIND`` is set to the CPUs of this process (``0-1`` on 2 cores) when unset, and
       the script says whether it set it; vLLM applies it only to worker processes (``tensor_parallel_size
-      > 1``), so with serl's in-process engine it changes nothing (README "vLLM rollout"). The in-process vLLM engine binds and sizes
+      > 1``), so with serl's in-process engine it changes nothing (docs/vllm.md). The in-process vLLM engine binds and sizes
       the process's OpenMP threads when it starts, which also affects HF generation afterwards; the HF
       backend therefore runs first by default (``--backends hf,vllm``), and the torch thread count before and
       after the engine start is recorded.

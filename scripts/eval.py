@@ -1,4 +1,4 @@
-"""Evaluate a model or a training checkpoint on held-out games (SERL_REFERENCE §8.4 validation).
+"""Evaluate a model or a training checkpoint on held-out games (docs/reference.md §8.4 validation).
 
     python scripts/eval.py model.path=outputs/runs/<run>        # a training run (its checkpoints/last.safetensors)
     python scripts/eval.py model.path=<HF folder or hub id> n_games=16

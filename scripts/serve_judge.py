@@ -1,4 +1,4 @@
-"""Self-host an OpenAI-compatible judge endpoint for ``feedback=judge`` (SERL_REFERENCE §3.6).
+"""Self-host an OpenAI-compatible judge endpoint for ``feedback=judge`` (docs/reference.md §3.6).
 
     python scripts/serve_judge.py                                  # SmolLM2-135M on http://127.0.0.1:8000/v1
     python scripts/serve_judge.py --model <HF folder or hub id> --port 8001 --max-new-tokens 256

@@ -1,4 +1,4 @@
-"""Warm-start a policy by supervised fine-tuning on expert demonstrations (DESIGN.md §5 "Warm start").
+"""Warm-start a policy by supervised fine-tuning on expert demonstrations (docs/design.md §5 "Warm start").
 
     python scripts/sft.py                                   # SmolLM2-135M + LoRA r=16 on 32 generated games
     python scripts/sft.py lora=null lr=1e-5                 # full fine-tuning
@@ -93,7 +93,7 @@ def adapter_readme(cfg: DictConfig, command: str, summary: dict) -> str:
     lora = OmegaConf.to_container(cfg.lora, resolve=True)
     return (
         f"# Warm-start LoRA adapter: {cfg.model.name}\n\n"
-        "Supervised warm start of the policy on expert demonstrations (DESIGN.md §5 \"Warm start\"): the\n"
+        "Supervised warm start of the policy on expert demonstrations (docs/design.md §5 \"Warm start\"): the\n"
         "expert plans of generated ALFWorld training games rendered in the student's exact prompt format with\n"
         "a templated `<think>` rationale (serl/warmstart/demos.py), token-mean NLL on the response tokens.\n"
         "Merged into its base on first use by `serl.policy.models.resolve_model_path`.\n\n"

@@ -53,7 +53,7 @@ def print_summary(summary: dict, trackers: dict[str, str], plot: Path | None) ->
             "teacher weight min / max (run)",
             f"{summary['min/serl_action_mask/weight_min']:.3f} / {summary['max/serl_action_mask/weight_max']:.3f}",
         ))
-    if summary.get("last_eval_step") is not None:  # held-out games, SERL_REFERENCE §8.4
+    if summary.get("last_eval_step") is not None:  # held-out games, docs/reference.md §8.4
         at = f"eval at step {summary['last_eval_step']}"
         for key in sorted(summary):
             if key.startswith("last/eval/") and "success_rate" in key:

@@ -1,7 +1,7 @@
 """Turn a training step's records into the learner's padded :class:`~serl.types.TrainBatch`.
 
-Per step sample ``i`` (SERL_REFERENCE §1.4–1.5, §6): the GRPO advantage ``A_i`` is broadcast over every
-response token; the action-token mask comes from the generated ids themselves (DESIGN §4, fixes §10.9) and marks
+Per step sample ``i`` (docs/reference.md §1.4–1.5, §6): the GRPO advantage ``A_i`` is broadcast over every
+response token; the action-token mask comes from the generated ids themselves (docs/design.md §4, fixes §10.9) and marks
 the command the env executed (``mode="serl"``) or the reference's action spans (``mode="reference"``).
 """
 
@@ -26,7 +26,7 @@ def action_masks(
 
     :func:`serl.algo.masks.action_mask_from_ids`: ``mode="serl"`` marks the tokens of the command the env
     executed and nothing for invalid responses (``charset`` = the env projection's character set);
-    ``mode="reference"`` marks the reference's action spans (SERL_REFERENCE §6.2).
+    ``mode="reference"`` marks the reference's action spans (docs/reference.md §6.2).
     """
     check_response_format(mode)
     return [action_mask_from_ids(s.response_ids, decode, mode, charset) for s in steps]

@@ -1,4 +1,4 @@
-"""The only place where a Hydra config becomes objects (DESIGN §2).
+"""The only place where a Hydra config becomes objects (docs/design.md §2).
 
 ``validate(cfg)`` checks every value against the typed schema (:mod:`serl.config_schema`: types, ranges,
 unknown keys; ``_target_`` options from their constructors' signatures) and instantiates the cheap group

@@ -1,4 +1,4 @@
-"""Checkpoints that make a resumed run continue exactly (DESIGN §4, fixes SERL_REFERENCE §10.5).
+"""Checkpoints that make a resumed run continue exactly (docs/design.md §4, fixes docs/reference.md §10.5).
 
 One safetensors file per saved step, ``<run>/checkpoints/step_<step>.safetensors`` (the newest ``keep_last``
 are kept; ``last.safetensors`` is a hard link to the newest), holds everything the next training step depends

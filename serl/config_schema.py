@@ -214,7 +214,7 @@ class EvalKnobs(Section):
     ``conf/eval.yaml``)."""
 
     n_games: Int(ge=1, note="games played once each")
-    temperature: Float(ge=0, note="0 = greedy; the reference validates at 0.4, SERL_REFERENCE §8.4")
+    temperature: Float(ge=0, note="0 = greedy; the reference validates at 0.4, docs/reference.md §8.4")
     max_turns: Int(ge=1, note="episode cap in env steps")
 
 
@@ -233,10 +233,23 @@ class TeacherLogSection(Section):
     max_chars: Int(ge=0, note="0: no truncation")
 
 
-class TrainConfig(Section):
-    """``conf/train.yaml`` (scripts/train.py)."""
+class RunConfig(Section):
+    """The keys training and evaluation share: where the policy runs, the env and its workers, the logger."""
 
     seed: Seed
+    env_workers: EnvWorkersSection
+    device: Device
+    torch_threads: TorchThreads
+    run_name: Str
+    env: Option
+    model: ModelSection
+    rollout: Rollout
+    logger: LoggerSection
+
+
+class TrainConfig(RunConfig):
+    """``conf/train.yaml`` (scripts/train.py)."""
+
     steps: Int(ge=1)
     n_tasks: Int(ge=1)
     group_size: Int(ge=2, note="GRPO compares the rollouts of a group")
@@ -245,35 +258,17 @@ class TrainConfig(Section):
     save_every: Int(ge=0, note="0: only after the last step")
     keep_last: Int(ge=1, note="step checkpoints kept, the newest N")
     eval_every: Int(ge=0, note="0: never evaluate")
-    env_workers: EnvWorkersSection
-    device: Device
-    torch_threads: TorchThreads
-    run_name: Str
-    env: Option
-    model: ModelSection
-    rollout: Rollout
     algorithm: AlgorithmSection
     feedback: Option
     insertion: Option
     decay: Option
-    logger: LoggerSection
     learner: LearnerSection
     eval: EvalSection
     teacher_log: TeacherLogSection
 
 
-class EvalConfig(EvalKnobs):
+class EvalConfig(EvalKnobs, RunConfig):
     """``conf/eval.yaml`` (scripts/eval.py)."""
-
-    seed: Seed
-    env_workers: EnvWorkersSection
-    device: Device
-    torch_threads: TorchThreads
-    run_name: Str
-    env: Option
-    model: ModelSection
-    rollout: Rollout
-    logger: LoggerSection
 
 
 class SFTConfig(Section):

@@ -1,4 +1,4 @@
-"""Evaluation of a policy on held-out games (SERL_REFERENCE §8.4 "Validation").
+"""Evaluation of a policy on held-out games (docs/reference.md §8.4 "Validation").
 
 The reference validates every 15 training steps and after the last one: one episode per env (group size
 1), sampled at temperature 0.4, success overall and per task type. :func:`evaluate` does the same with
@@ -32,7 +32,7 @@ from serl.envs.base import EnvSuite
 from serl.rollout.base import RolloutWorker
 from serl.types import Trajectory
 
-REFERENCE_TEMPERATURE = 0.4  # SERL_REFERENCE §8.4: validation samples at T = 0.4
+REFERENCE_TEMPERATURE = 0.4  # docs/reference.md §8.4: validation samples at T = 0.4
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class GameResult:
 
 @dataclass
 class EvalResult:
-    """``metrics``: flat ``{"eval/...": float, "time/eval_s": float}`` (README "Logged metrics");
+    """``metrics``: flat ``{"eval/...": float, "time/eval_s": float}`` (docs/metrics.md);
     ``games``: one :class:`GameResult` per game, in play order (the sorted eval pool's order)."""
 
     metrics: dict[str, float]

@@ -1,4 +1,4 @@
-"""The GRPO learner with SERL's action-token reweighting (SERL_REFERENCE §1.6, §5.2).
+"""The GRPO learner with SERL's action-token reweighting (docs/reference.md §1.6, §5.2).
 
 One ``update(batch, lam)`` call = one training step's policy update: ``ppo_epochs`` passes over the batch
 in mini-batches of ``mini_batch_size`` step samples, one AdamW step per mini-batch (grad-norm clipped),

@@ -1,12 +1,12 @@
 """The hindsight teacher: a hard-synced copy of the policy that re-scores the student's own tokens.
 
-SERL_REFERENCE §2 and §3.2:
+docs/reference.md §2 and §3.2:
 
 * the teacher is a copy of the policy, never trained by gradients, overwritten with the policy's weights
   every ``sync_interval`` training steps (hard copy, no EMA). With ``u`` completed steps, the teacher used at
   step ``u`` is the policy after ``sync_interval · floor(u / sync_interval)`` updates. It is held as a
   snapshot of the policy's *trainable* tensors only, scored by swapping them into the policy for the no-grad
-  forward (DESIGN §5 "LoRA RL"): with a LoRA policy the teacher is the same base with an older adapter (a few
+  forward (docs/design.md §5 "LoRA RL"): with a LoRA policy the teacher is the same base with an older adapter (a few
   MB, no second model); with full fine-tuning the snapshot is every parameter, as a copy would be;
 * teacher prompt = the student's user message with the privileged sections added by
   ``privileged_template`` (default ``"{prompt}\\n\\n{privileged_context}\\n\\nCorrectly solve the current
@@ -14,7 +14,7 @@ SERL_REFERENCE §2 and §3.2:
 * it scores exactly the student's sampled response ids in one no-grad forward at the rollout temperature,
   ``log π_T(y_t | x̃, y_<t)``.
 
-Deliberate deviations from the reference (DESIGN §4):
+Deliberate deviations from the reference (docs/design.md §4):
 
 * scores are computed once per training step, before the update (the teacher is fixed within a step), not
   inside every PPO micro-batch (§10.7); rows without context are not forwarded at all;
@@ -125,7 +125,7 @@ class TeacherScorer:
         ids = self._render(student_prompt, text)
         if len(ids) <= self.max_prompt_tokens:
             return ids
-        # Middle-out truncation of the privileged context only (DESIGN §4, fixes §10.8).
+        # Middle-out truncation of the privileged context only (docs/design.md §4, fixes §10.8).
         ctx_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         overflow = len(ids) - self.max_prompt_tokens
         marker = len(self.tokenizer(TRUNCATION_MARKER, add_special_tokens=False)["input_ids"])

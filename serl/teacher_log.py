@@ -1,8 +1,8 @@
 """Inspecting the teacher: per-step JSONL dumps of what the teacher saw and how it reweighted the student.
 
 The reference writes every sample's teacher/student texts to ``<run>/teacher/<step>.jsonl``
-(SERL_REFERENCE §7.1 ``dump_teacher_log``, ``teacher_log_dir``, ``teacher_log_every_n_steps``,
-``teacher_log_max_text_chars``; §10 note 23: every sample, every step, heavy I/O). serl writes
+(docs/reference.md §7.1 ``dump_teacher_log``, ``teacher_log_dir``, ``teacher_log_every_n_steps``,
+``teacher_log_max_text_chars``; docs/reference.md §10.23: every sample, every step, heavy I/O). serl writes
 ``<run>/teacher/step_<step:06d>.jsonl`` every ``every`` training steps while the teacher is active, for at
 most ``max_samples`` step samples (context rows first, then the others, each in batch order), and adds what
 the reference leaves implicit: per action token the student and teacher log-probs, the gap
@@ -102,7 +102,7 @@ def build_records(
     token_text: Callable[[int], str],
     max_chars: int,
 ) -> list[dict[str, Any]]:
-    """One JSON-able record per row of ``rows`` (see README "Inspecting the teacher" for the fields).
+    """One JSON-able record per row of ``rows`` (see docs/training.md "Inspecting the teacher" for the fields).
 
     ``student_prompt(i)`` / ``teacher_prompt(i)`` give the prompt texts of row ``i`` (the teacher's is None
     when the row had no context), ``token_text(id)`` a token's text. Rows without context list their action

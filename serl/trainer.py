@@ -1,18 +1,18 @@
 """The SERL training loop. It is handed its components (``serl/build.py`` makes them) and reads top to
-bottom like DESIGN.md §1:
+bottom like docs/design.md §1:
 
 rollout → reward & advantage → insertion + feedback → teacher → learner → weight sync → track & checkpoint.
 
-One persisted counter, ``step`` (completed training steps, ``u`` in SERL_REFERENCE §5.1), drives λ, the
+One persisted counter, ``step`` (completed training steps, ``u`` in docs/reference.md §5.1), drives λ, the
 teacher sync and the game sampling, so a resumed run continues exactly (fixes §10.5).
 
-Periodic evaluation (SERL_REFERENCE §8.4: the reference validates every 15 steps and after the last one):
+Periodic evaluation (docs/reference.md §8.4: the reference validates every 15 steps and after the last one):
 with ``eval_every = N > 0``, after every N-th training step and after the last one the policy plays the
 held-out games through :func:`serl.evaluation.evaluate` — the same code as ``scripts/eval.py`` — and the
 ``eval/*`` metrics are logged with that step's training metrics; the per-game rows go to
 ``<run>/evals/step_<step>.json``. Evaluation restores the RNG state, so it does not change the training run.
 
-Teacher inspection (SERL_REFERENCE §7.1 ``dump_teacher_log``): with ``teacher_log.every = N > 0``, every N-th
+Teacher inspection (docs/reference.md §7.1 ``dump_teacher_log``): with ``teacher_log.every = N > 0``, every N-th
 step while the teacher is active writes ``<run>/teacher/step_<step>.jsonl`` and a W&B ``teacher/samples``
 table (:mod:`serl.teacher_log`). A failing dump warns and sets ``teacher_log/errors``; it never stops training.
 """
@@ -244,7 +244,7 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------- evaluation
     def _eval_due(self) -> bool:
-        """After every ``eval_every``-th completed step and after the last one (SERL_REFERENCE §8.4)."""
+        """After every ``eval_every``-th completed step and after the last one (docs/reference.md §8.4)."""
         every = self.s.eval_every
         return every > 0 and (self.step % every == 0 or self.step == self.s.steps)
 

@@ -2,7 +2,7 @@
 
 Every record type of serl exists here once. ``types`` imports only the standard library and torch.
 
-Data flow (DESIGN.md §1): the rollout worker produces :class:`Trajectory` objects made of :class:`Step`
+Data flow (docs/design.md §1): the rollout worker produces :class:`Trajectory` objects made of :class:`Step`
 records; insertion + feedback turn each step into a :class:`TeacherContext`; the trainer collates the
 steps, their advantages, action masks and teacher log-probs into one :class:`TrainBatch` for the learner.
 """
@@ -16,7 +16,7 @@ import torch
 
 @dataclass
 class Step:
-    """One environment step of one episode: the sample GRPO trains on (SERL_REFERENCE §1.3).
+    """One environment step of one episode: the sample GRPO trains on (docs/reference.md §1.3).
 
     ``prompt`` is the student's single user message, rebuilt fresh every step by the env's prompt template
     (task, last H observation/action pairs, current observation, admissible actions, format instruction).
@@ -32,8 +32,8 @@ class Step:
     response_ids: list[int]
     response_logprobs: list[float]
     response_text: str
-    action: str  # what the env received after projection (SERL_REFERENCE §8.3)
-    valid: bool  # format validity (tags present, no CJK), SERL_REFERENCE §8.3
+    action: str  # what the env received after projection (docs/reference.md §8.3)
+    valid: bool  # format validity (tags present, no CJK), docs/reference.md §8.3
     feedback: str  # raw env response to the action ("immediate feedback", §3.1)
     next_prompt: str  # the student prompt of the next state (the reference's next_observation, §3.1)
     reward: float  # env reward received on this step (10 on the winning step in ALFWorld)
@@ -54,7 +54,7 @@ class Trajectory:
 
     @property
     def episode_reward(self) -> float:
-        """Sum of env rewards (10·won in ALFWorld, SERL_REFERENCE §1.4)."""
+        """Sum of env rewards (10·won in ALFWorld, docs/reference.md §1.4)."""
         return float(sum(s.reward for s in self.steps))
 
     @property
@@ -79,7 +79,7 @@ class Demonstration:
 
 @dataclass(frozen=True)
 class TeacherContext:
-    """Privileged hindsight sections for one step (SERL_REFERENCE §3.2).
+    """Privileged hindsight sections for one step (docs/reference.md §3.2).
 
     A section is ``"<title>\\n<content>"``; ``sections`` keeps ``(title, content)`` pairs with non-empty
     content only. ``sources`` names the feedback sources that contributed (for the per-source metrics of
@@ -114,7 +114,7 @@ class TrainBatch:
     input_ids: torch.Tensor  # [N, P+T] long
     attention_mask: torch.Tensor  # [N, P+T] long (1 = real token)
     response_mask: torch.Tensor  # [N, T] float (1 = sampled response token)
-    action_mask: torch.Tensor  # [N, T] float (1 = executable action token, SERL_REFERENCE §6)
+    action_mask: torch.Tensor  # [N, T] float (1 = executable action token, docs/reference.md §6)
     old_logprobs: torch.Tensor  # [N, T] float, behaviour log-probs
     teacher_logprobs: torch.Tensor  # [N, T] float, 0 where the row has no context
     has_context: torch.Tensor  # [N] bool, the reference's serl_mask

@@ -21,6 +21,7 @@ TINY_RUN = [
     "learner.micro_batch_size=2",
     "learner.lr=1e-3",
     "logger=jsonl",
+    "env_workers.processes=0",  # envs in the test process (fast); the worker-process path: test_faults, test_reliability
 ]
 
 

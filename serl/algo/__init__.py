@@ -1,7 +1,7 @@
 """Pure math of serl: tensors (or strings / id lists) in, tensors out. Imports only torch, numpy, stdlib.
 The package itself imports nothing, so reading responses (:mod:`serl.algo.masks`) never loads torch.
 
-* :mod:`serl.algo.advantages` — per-step scores and GRPO advantages (SERL_REFERENCE §1.4–1.5).
+* :mod:`serl.algo.advantages` — per-step scores and GRPO advantages (docs/reference.md §1.4–1.5).
 * :mod:`serl.algo.reweight` — SERL action-token reweighting of the advantage (§5.2–5.3).
 * :mod:`serl.algo.decay` — λ schedules (§5.1).
 * :mod:`serl.algo.loss` — dual-clip PPO loss, entropy, masked mean (§1.6); SFT NLL (warm start).

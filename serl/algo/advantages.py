@@ -1,6 +1,6 @@
 """Per-step scores and group-relative (GRPO) advantages. Pure torch.
 
-Every environment step is one training sample (SERL_REFERENCE §1.3). Its scalar score is the outcome
+Every environment step is one training sample (docs/reference.md §1.3). Its scalar score is the outcome
 reward of its trajectory minus the invalid-action penalty (§1.4); the advantage is that score normalised
 within its GRPO group (the ``group_size`` rollouts of one task, §1.5). The learner broadcasts the per-step
 advantage over the step's response tokens.
@@ -8,10 +8,10 @@ advantage over the step's response tokens.
 Functions
 ---------
 * :func:`step_scores` — ``s_i = R(traj(i)) - penalty * [step i invalid]`` (§1.4).
-* :func:`grpo_advantages` — the reference's *cross-step* normalisation (§1.5, the default, DESIGN §4):
+* :func:`grpo_advantages` — the reference's *cross-step* normalisation (§1.5, the default, docs/design.md §4):
   mean and unbiased std over **all step samples** of the group, so long (usually failed) trajectories
   weigh more. A group with one sample gets ``mu=0, sd=1``.
-* :func:`trajectory_grpo_advantages` — the trajectory-level option (§10.1, DESIGN §4): the group statistics
+* :func:`trajectory_grpo_advantages` — the trajectory-level option (§10.1, docs/design.md §4): the group statistics
   are computed over **one value per trajectory**, so every trajectory counts once regardless of its length;
   each step still keeps its own score, ``A_i = (s_i - mu)/(sd+eps)``. The value is the trajectory's mean step
   score (``traj_value="mean"``, serl) or the score of its first sample in input order (``traj_value="first"``,
@@ -34,7 +34,7 @@ Deviations from the reference
   ulp by a std of the same size, e.g. six scores of 9.9 give ``(9.9f - (9.9f + 2^-20)) / (2^-20·sqrt(6/5)
   + 1e-6) = -0.466`` on every sample, and all-``-0.1`` groups (every step of every rollout invalid) give
   about +0.007 to +0.015. That is a rounding artefact (§1.8: equal scores carry no signal), so serl does not
-  reproduce it in any preset (README "Differences from the reference").
+  reproduce it in any preset (docs/differences.md).
 * :func:`trajectory_grpo_advantages` defaults to the mean step score per trajectory (``traj_value="mean"``);
   the reference's trajectory-level branch (not used by its SERL recipe, §1.5) takes the first-found sample's
   score (``traj_value="first"``).
@@ -80,7 +80,7 @@ def _float_dtype(x: Tensor) -> torch.dtype:
 
 
 def step_scores(episode_rewards: Tensor, valid: Tensor, invalid_penalty: float = 0.1) -> Tensor:
-    """Per-step score ``s_i = R(traj(i)) - invalid_penalty * [step i invalid]`` (SERL_REFERENCE §1.4).
+    """Per-step score ``s_i = R(traj(i)) - invalid_penalty * [step i invalid]`` (docs/reference.md §1.4).
 
     Args:
         episode_rewards: ``[N]`` outcome reward of the trajectory each step belongs to (10·won in ALFWorld).
@@ -126,7 +126,7 @@ def _group_normalise(
 
 
 def grpo_advantages(scores: Tensor, group_ids: Tensor, eps: float = 1e-6, norm_by_std: bool = True) -> Tensor:
-    """Reference GRPO advantage with cross-step statistics (SERL_REFERENCE §1.5).
+    """Reference GRPO advantage with cross-step statistics (docs/reference.md §1.5).
 
     For each group ``g`` (equal ``group_ids``): ``mu_g, sd_g`` = mean and unbiased (N−1) std of the scores of
     **all step samples** of the group (``mu=0, sd=1`` if the group has one sample);
@@ -161,7 +161,7 @@ def trajectory_grpo_advantages(
     norm_by_std: bool = True,
     traj_value: str = "mean",
 ) -> Tensor:
-    """GRPO advantage with trajectory-level statistics (option, SERL_REFERENCE §10.1, DESIGN §4).
+    """GRPO advantage with trajectory-level statistics (option, docs/reference.md §10.1, docs/design.md §4).
 
     A trajectory is identified by the pair ``(group_id, traj_id)`` (so ``traj_ids`` may restart at 0 in
     every group). Its value is the mean score of its steps (``traj_value="mean"``) or the score of its first

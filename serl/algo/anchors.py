@@ -3,7 +3,7 @@
 An *anchor* is a set of step samples of one GRPO group that start from the same state; anchor-level
 insertion (``serl.insertion.anchor``) shows the teacher every action tried from that state.
 
-Reference behaviour (SERL_REFERENCE §4.2, ``PC :: _build_anchor_groups``):
+Reference behaviour (docs/reference.md §4.2, ``PC :: _build_anchor_groups``):
 
 * :func:`group_by_observation` — exact string equality of the anchor value (the raw current observation).
   This is what the reference does by default; it pools every ALFWorld "Nothing happens." step of a group
@@ -18,19 +18,19 @@ Reference behaviour (SERL_REFERENCE §4.2, ``PC :: _build_anchor_groups``):
 
 Both return one anchor id per item; ids are consecutive integers in order of first appearance.
 
-State-change anchor values (beyond the reference, DESIGN.md §4, SERL_REFERENCE §10.14):
+State-change anchor values (beyond the reference, docs/design.md §4, docs/reference.md §10.14):
 :func:`effective_observations` maps each step of one trajectory to the observation of the state its action
 was taken from — its own observation, except that a no-op response (ALFWorld's "Nothing happens.") says
 nothing about the state, so the walk goes back to the most recent earlier observation that is a state.
 ``serl.insertion.anchor`` (``key="state_change"``) groups by it and ``serl.feedback.state_diff`` diffs
 against it (one definition for both).
 
-Candidate-action text (SERL_REFERENCE §4.3, ``PC :: _normalize_candidate_action_text``; think removal
+Candidate-action text (docs/reference.md §4.3, ``PC :: _normalize_candidate_action_text``; think removal
 §3.2, ``RT :: _remove_thinking_trace``): :func:`strip_thinking` and :func:`candidate_action`. They live
 here, not in ``serl.insertion``, so that later feedback sources that render responses (success / future
 trajectories) can share them without importing the insertion package. Both read tags with the shared
 rules of :mod:`serl.algo.masks` (linear time); ``mode="serl"`` matches the think tags in any ASCII case,
-``mode="reference"`` case-sensitively as the reference's think removal does (README "Differences").
+``mode="reference"`` case-sensitively as the reference's think removal does (docs/differences.md).
 
 Deviations from the reference: none in behaviour. ``group_by_similarity`` short-cuts equality of the
 stripped, non-blank texts (ratio 1.0 anyway) and uses difflib's quick upper bounds before computing the full
@@ -46,7 +46,7 @@ from serl.algo.masks import first_action_block
 from serl.algo.masks import remove_thinking as _remove_thinking
 
 EMPTY_ACTION = "(empty action)"
-#: ALFWorld's answer to an unknown or inadmissible command (SERL_REFERENCE §3.1): not a state.
+#: ALFWorld's answer to an unknown or inadmissible command (docs/reference.md §3.1): not a state.
 DEFAULT_NOOP_MESSAGES = ("Nothing happens.",)
 
 
@@ -61,7 +61,7 @@ def group_by_observation(observations: Sequence[Hashable]) -> list[int]:
 
 
 def group_by_similarity(observations: Sequence[str], threshold: float) -> list[int]:
-    """Greedy first-representative clustering by difflib ratio (SERL_REFERENCE §4.2).
+    """Greedy first-representative clustering by difflib ratio (docs/reference.md §4.2).
 
     Items are visited in the given order. An item joins the *first* existing cluster (in creation order)
     whose representative — the cluster's first member — satisfies
@@ -134,7 +134,7 @@ def effective_observations(
 
 
 def strip_thinking(text: str, mode: str = "serl") -> str:
-    """Remove every ``<think>…</think>`` block and the whitespace that follows it (SERL_REFERENCE §3.2).
+    """Remove every ``<think>…</think>`` block and the whitespace that follows it (docs/reference.md §3.2).
 
     :func:`serl.algo.masks.remove_thinking` (linear time): tags in any ASCII case (``mode="serl"``) or
     case-sensitive as in the reference (``mode="reference"``); an unclosed ``<think>`` is left as it is.
@@ -146,7 +146,7 @@ def strip_thinking(text: str, mode: str = "serl") -> str:
 
 
 def candidate_action(response: str, remove_thinking: bool = True, mode: str = "serl") -> str:
-    """Normalised candidate-action text of one response (SERL_REFERENCE §4.3).
+    """Normalised candidate-action text of one response (docs/reference.md §4.3).
 
     The content of the first ``<action>…</action>`` of the (think-stripped, when ``remove_thinking``)
     response, whitespace runs collapsed to one space, stripped and lower-cased; the whole response

@@ -1,8 +1,8 @@
 """Schedules for the SERL mixing coefficient λ. Standard library only.
 
 Every schedule is a callable ``schedule(step) -> λ`` where ``step`` (``u``) is the number of **completed**
-training steps: 0 at the first training step (the reference's ``global_step − 1``, SERL_REFERENCE §5.1).
-DESIGN §4 derives λ from this one persisted counter. Every value is in ``[0, λ0]``.
+training steps: 0 at the first training step (the reference's ``global_step − 1``, docs/reference.md §5.1).
+docs/design.md §4 derives λ from this one persisted counter. Every value is in ``[0, λ0]``.
 
 * :class:`LinearDecay` — the reference (§5.1): ``λ0·max(0, 1 − u/K)``; ``K = 0`` means no decay. With the
   reference's λ0=0.5, K=50 and 1-indexed step k (u = k−1): 0.5 at k=1, 0.25 at k=26, 0.01 at k=50, exactly 0
@@ -89,7 +89,7 @@ class DecaySchedule(ABC):
 
 
 class LinearDecay(DecaySchedule):
-    """Reference schedule (SERL_REFERENCE §5.1): ``λ0·max(0, 1 − u/K)``; ``K = 0`` ⇒ constant λ0."""
+    """Reference schedule (docs/reference.md §5.1): ``λ0·max(0, 1 − u/K)``; ``K = 0`` ⇒ constant λ0."""
 
     def __init__(self, lambda0: float, horizon: int) -> None:
         self.lambda0 = _check_lambda0(lambda0)

@@ -1,6 +1,6 @@
 """PPO-clip policy loss with dual clip and entropy bonus, token-mean aggregation. Pure torch.
 
-SERL_REFERENCE §1.6 (``CA :: compute_policy_loss``, ``CA :: agg_loss`` with ``token-mean``)::
+docs/reference.md §1.6 (``CA :: compute_policy_loss``, ``CA :: agg_loss`` with ``token-mean``)::
 
     r  = exp(ℓ − ℓ_old)
     L  = max(−A·r, −A·clip(r, 1 − ε_low, 1 + ε_high))
@@ -11,7 +11,7 @@ SERL_REFERENCE §1.6 (``CA :: compute_policy_loss``, ``CA :: agg_loss`` with ``t
 There is no KL term (the reference trains without one). ``A`` is the (possibly SERL-reweighted) advantage
 ``Ã`` of §5.2; it is treated as a constant (detached).
 
-:func:`sft_nll` is the supervised warm-start loss (DESIGN.md §5 "Warm start"): the token-mean negative
+:func:`sft_nll` is the supervised warm-start loss (docs/design.md §5 "Warm start"): the token-mean negative
 log-likelihood of the expert response tokens, the same token-mean aggregation as ``pg_loss``.
 
 Deviations from the reference
@@ -127,7 +127,7 @@ def ppo_clip_loss(
     entropy: Tensor | None = None,
     entropy_coef: float = 0.001,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Dual-clip PPO loss, token-mean over response tokens (SERL_REFERENCE §1.6).
+    """Dual-clip PPO loss, token-mean over response tokens (docs/reference.md §1.6).
 
     Args:
         logprobs: ``[N, T]`` current-policy log-probs of the sampled tokens (carries the gradient).
@@ -169,7 +169,7 @@ def ppo_clip_loss(
     adv = torch.where(mask, advantages.detach().to(logprobs.dtype), 0.0)
     old = old_logprobs.detach().to(logprobs.dtype)
     raw_log_ratio = torch.where(mask, logprobs - old, 0.0)
-    # serl's numerical guard, not in the reference (§1.6 has no clamp; module docstring, README differences)
+    # serl's numerical guard, not in the reference (§1.6 has no clamp; module docstring, docs/differences.md)
     log_ratio = torch.clamp(raw_log_ratio, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     ratio = torch.exp(log_ratio)  # §1.6: r = exp(log_prob − old_log_prob)
     loss_unclipped = -adv * ratio  # §1.6: L1 = −Ã r

@@ -1,6 +1,6 @@
 """Response format, executable-action spans and the action-token mask. Standard library only, linear time.
 
-The policy answers ``<think>…</think><action>…</action>`` (SERL_REFERENCE §6.1). This module is the one place
+The policy answers ``<think>…</think><action>…</action>`` (docs/reference.md §6.1). This module is the one place
 that reads that format; the projection (:mod:`serl.envs.projection`), the action-token mask and the
 candidate-action text / think removal (:mod:`serl.algo.anchors`) all call it, so they cannot disagree.
 
@@ -10,15 +10,15 @@ Two modes (``mode="serl" | "reference"``, :data:`MODES`):
   of the first ``<action>`` and the first ``</action>`` after it (tags in any ASCII case, no attributes); the
   response is valid iff that block exists, every character of the action lies in the env's character set
   (``charset``, default :data:`PRINTABLE_ASCII` for ALFWorld commands), ``<think>`` and ``</think>`` both
-  occur, and there is no CJK character (SERL_REFERENCE §8.3 plus the charset rule). The mask
+  occur, and there is no CJK character (docs/reference.md §8.3 plus the charset rule). The mask
   (:func:`find_action_spans`) marks exactly the characters of that action, and only when the response is
   valid: an invalid response has no action tokens, so its row stays plain GRPO (§6.2 rule 4).
 * ``"reference"`` — the authors' span detection, kept as pure functions so ``algorithm=serl_reference`` can
-  use it (:func:`reference_action_spans`, SERL_REFERENCE §6.2), and their think removal (§3.2) and
+  use it (:func:`reference_action_spans`, docs/reference.md §6.2), and their think removal (§3.2) and
   candidate-action tag (§4.3) (:func:`remove_thinking`, :func:`first_action_block`).
 
-Offsets (:func:`incremental_char_offsets`) come from the generated ids in both modes (DESIGN §4, fixing
-SERL_REFERENCE §10.9); :func:`action_token_mask` applies the §6.3 overlap rule; :func:`action_mask_from_ids`
+Offsets (:func:`incremental_char_offsets`) come from the generated ids in both modes (docs/design.md §4, fixing
+docs/reference.md §10.9); :func:`action_token_mask` applies the §6.3 overlap rule; :func:`action_mask_from_ids`
 composes them.
 
 Linear time
@@ -29,7 +29,7 @@ occurrence with the first closing occurrence after it (``bisect`` over the sorte
 response of 10,000 tags costs milliseconds, not the ~50 s the backtracking regexes took. Offsets decode a
 bounded window of ids per token instead of every growing prefix (see :func:`incremental_char_offsets`).
 
-Deviations of ``"serl"`` from the reference (README "Differences from the reference")
+Deviations of ``"serl"`` from the reference (docs/differences.md)
 ------------------------------------------------------------------------------------
 * The mask marks only the action the env executes (the projection's action, §8.3), and only for valid
   responses. The reference marks every action-like span (§6.2): ``<action …>`` with attributes,
@@ -80,7 +80,7 @@ ACTION_OPEN, ACTION_CLOSE = "<action>", "</action>"
 #: use other characters passes its own set as ``charset``; ``None`` allows every character.
 PRINTABLE_ASCII: frozenset[str] = frozenset(chr(c) for c in range(0x20, 0x7F))
 
-# "CJK characters" (SERL_REFERENCE §8.3), serl's reading: CJK unified ideographs and extension A,
+# "CJK characters" (docs/reference.md §8.3), serl's reading: CJK unified ideographs and extension A,
 # compatibility ideographs, Japanese kana and Korean Hangul syllables / jamo. (The reference's own check,
 # U+4E00–U+9FFF only, is serl.envs.projection's reference mode.)
 _CJK = re.compile(
@@ -215,7 +215,7 @@ def first_action_block(text: str, mode: str = "serl") -> tuple[int, int] | None:
 
 
 def remove_thinking(text: str, mode: str = "serl") -> str:
-    """Remove every ``<think>…</think>`` block and the whitespace after it (SERL_REFERENCE §3.2).
+    """Remove every ``<think>…</think>`` block and the whitespace after it (docs/reference.md §3.2).
 
     The reference's ``re.sub(r"<think>.*?</think>\\s*", "", text, flags=re.DOTALL)`` replayed in linear time:
     each ``<think>`` not already removed is paired with the first ``</think>`` after it; the block and the
@@ -254,7 +254,7 @@ class ParsedResponse:
       outside the charset (the projection then sends its fallback, :mod:`serl.envs.projection`).
     * ``span`` — ``[start, end)`` of that content in the ORIGINAL text (``text[start:end].lower() ==
       action``); ``None`` exactly when ``action`` is.
-    * ``valid`` — format validity (SERL_REFERENCE §8.3): ``problems`` is empty.
+    * ``valid`` — format validity (docs/reference.md §8.3): ``problems`` is empty.
     * ``problems`` — what makes it invalid, in this order: ``"no_action_block"``, ``"charset"``,
       ``"no_think"``, ``"cjk"``. A response can have an executed action and still be invalid
       (``"no_think"`` / ``"cjk"``: the reference executes the action and penalises the step).
@@ -269,7 +269,7 @@ class ParsedResponse:
 def parse_response(text: str, charset: Container[str] | None = PRINTABLE_ASCII) -> ParsedResponse:
     """Parse one decoded response: the single definition of the format behind projection, mask and candidates.
 
-    Rules (SERL_REFERENCE §8.3 with serl's charset rule; module docstring for the deviations):
+    Rules (docs/reference.md §8.3 with serl's charset rule; module docstring for the deviations):
 
     1. the action block: the first ``<action>`` and the first ``</action>`` after it, any ASCII case;
        missing ⇒ ``"no_action_block"``;
@@ -348,7 +348,7 @@ def _paired_spans(
 
 
 def reference_action_spans(text: str) -> list[tuple[int, int]]:
-    """Action spans exactly as the reference finds them (SERL_REFERENCE §6.2, ``RT :: _find_action_spans``).
+    """Action spans exactly as the reference finds them (docs/reference.md §6.2, ``RT :: _find_action_spans``).
 
     1. the non-empty contents of all matches of ``<action\\b[^>]*>(.*?)</action>``,
        ``\\[action>(.*?)</action>\\]?`` and ``action>(.*?)</action>`` (IGNORECASE, DOTALL), sorted and merged
@@ -422,7 +422,7 @@ def find_action_spans(
     return [parsed.span]
 
 
-# ------------------------------------------------------------------ token offsets (§6.3, DESIGN §4)
+# ------------------------------------------------------------------ token offsets (§6.3, docs/design.md §4)
 
 
 def _common_prefix_len(a: str, b: str) -> int:
@@ -468,7 +468,7 @@ def _realign(offsets: list[tuple[int, int]], old: str, new: str) -> list[tuple[i
 def incremental_char_offsets(
     ids: Sequence[int], decode: Callable[[Sequence[int]], str]
 ) -> tuple[str, list[tuple[int, int]]]:
-    """Decoded text of ``ids`` and, per id, the character interval ``[s, e)`` it added (SERL_REFERENCE §6.3).
+    """Decoded text of ``ids`` and, per id, the character interval ``[s, e)`` it added (docs/reference.md §6.3).
 
     Token ``k``'s interval runs from the first character in which the decoded text after token ``k`` differs
     from the text after the previous committed token, to the end of the text after token ``k``. Tokens
@@ -515,7 +515,7 @@ def incremental_char_offsets(
             offsets.append((0, 0))  # provisional, set when the split character completes
             pending += 1
             continue
-        # §6.3 (DESIGN §4): the characters this token added (from the first rewritten one, if any)
+        # §6.3 (docs/design.md §4): the characters this token added (from the first rewritten one, if any)
         base = frozen_len - lead
         cp = len(window) if current.startswith(window) else _common_prefix_len(window, current)
         interval = (base + max(lead, cp), base + max(lead, len(current))) if lead else (base + cp, base + len(current))

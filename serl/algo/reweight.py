@@ -1,6 +1,6 @@
 """SERL action-token reweighting of the GRPO advantage. Pure torch.
 
-Implements SERL_REFERENCE §5.2 (``CA :: compute_serl_action_mask_reweighted_advantages``) and the §5.3
+Implements docs/reference.md §5.2 (``CA :: compute_serl_action_mask_reweighted_advantages``) and the §5.3
 metrics. The teacher/student log-prob gap on the student's own sampled tokens turns into a bounded,
 sign-aware weight ``w ∈ [1−c, 1+c]`` that is mixed into the advantage with coefficient λ, on the
 executable-action tokens of steps that received a privileged context only::
@@ -16,7 +16,7 @@ Sign table (w before mixing): A>0, Δ>0 → w>1 (promote more); A>0, Δ<0 → w<
 A<0, Δ>0 → w<1 (penalise less); A<0, Δ<0 → w>1 (suppress more); A=0 → w=1.
 
 Which student log-prob is passed (behaviour/old by default, or current) is the caller's choice
-(DESIGN §4, §10.6); this function only sees ``student_logprobs``.
+(docs/design.md §4, §10.6); this function only sees ``student_logprobs``.
 
 Deviations from the reference
 -----------------------------
@@ -72,7 +72,7 @@ def serl_reweight(
     lam: float,
     weight_clip: float = 0.2,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Reweight the advantage on selected action tokens (SERL_REFERENCE §5.2) and report §5.3 metrics.
+    """Reweight the advantage on selected action tokens (docs/reference.md §5.2) and report §5.3 metrics.
 
     Args:
         advantages: ``[N, T]`` per-token advantages (the step advantage broadcast over its response).

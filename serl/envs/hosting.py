@@ -27,6 +27,7 @@ import sys
 import time
 import traceback
 import warnings
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -119,6 +120,12 @@ def _worker_main(recv: multiprocessing.connection.Connection, send: multiprocess
         send.send(reply)
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(5)
+
+
 @dataclass
 class _Worker:
     process: subprocess.Popen
@@ -168,6 +175,7 @@ class ProcessHost:
             multiprocessing.connection.Connection(from_parent, readable=False),
         )
         self._workers[w] = worker
+        weakref.finalize(self, _stop, proc)  # a host dropped without close() leaves no process behind
         worker.send.send(self.suite)
         return worker
 

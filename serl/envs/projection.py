@@ -1,8 +1,8 @@
-"""Action projection and format validity (SERL_REFERENCE §8.3).
+"""Action projection and format validity (docs/reference.md §8.3).
 
-The policy answers in the format ``<think>...</think><action>...</action>`` (SERL_REFERENCE §6.1). The
+The policy answers in the format ``<think>...</think><action>...</action>`` (docs/reference.md §6.1). The
 projection turns that free text into the command the environment receives and a validity flag that the
-trainer uses for the invalid-action penalty (−0.1 on the step's score, SERL_REFERENCE §1.4).
+trainer uses for the invalid-action penalty (−0.1 on the step's score, docs/reference.md §1.4).
 
 ``mode="serl"`` (default) reads the response with :func:`serl.algo.masks.parse_response`, the same
 definition the action-token mask uses, so the mask marks exactly the characters of the command sent here:
@@ -19,9 +19,9 @@ definition the action-token mask uses, so the mask marks exactly the characters 
 ``mode="reference"`` is the authors' projection, literally (:func:`reference_projection`).
 
 Admissibility is *not* checked here: a well-formed but inadmissible command is valid (no penalty) and
-simply gets "Nothing happens." from the env (SERL_REFERENCE §8.3).
+simply gets "Nothing happens." from the env (docs/reference.md §8.3).
 
-Deviations of ``"serl"`` from the reference (README "Differences from the reference"): an action with a
+Deviations of ``"serl"`` from the reference (docs/differences.md): an action with a
 character outside the charset (newline, tab, NUL, emoji, accented or CJK letter) is invalid and never
 reaches the env (the reference sends it verbatim as a valid command, and sends the fallback tail
 unfiltered); a ``</action>`` before the first ``<action>`` does not close it (the reference then extracts the
@@ -60,7 +60,7 @@ __all__ = [
 #: Characters an ALFWorld command may contain: printable ASCII (U+0020–U+007E).
 ALFWORLD_CHARSET = PRINTABLE_ASCII
 
-# The reference's CJK check (§8.3 says "CJK characters"; its env package tests r"[\u4e00-\u9fff]").
+# The reference's CJK check (docs/reference.md §8.3: U+4E00–U+9FFF only).
 _REFERENCE_CJK = re.compile("[\u4e00-\u9fff]")
 
 
@@ -72,15 +72,15 @@ def _check_args(response: object, fallback_chars: object) -> None:
 
 
 def reference_projection(response: str, fallback_chars: int) -> tuple[str, bool]:
-    """The authors' projection, literally (SERL_REFERENCE §8.3, ``alfworld_projection``).
+    """The authors' projection, literally (docs/reference.md §8.3, ``alfworld_projection``).
 
     Lower-case the whole response; action = the text between the first ``<action>`` and the first
     ``</action>`` of the lower-cased text, stripped (empty when the closing tag comes first), valid; if
     either tag is missing, the last ``fallback_chars`` characters of the lower-cased response, invalid.
     Invalid as well when ``<think>`` or ``</think>`` is missing or a character in U+4E00–U+9FFF occurs.
 
-    Where SERL_REFERENCE §8.3 is silent — the case of the think tags and the CJK range — this follows the
-    reference's env package: both are tested on the ORIGINAL (not lower-cased) response, so ``<THINK>`` does
+    As docs/reference.md §8.3 states (from the reference's env package), the think tags and the CJK range are
+    tested on the ORIGINAL (not lower-cased) response, so ``<THINK>`` does
     not count, and only U+4E00–U+9FFF counts as CJK.
     """
     _check_args(response, fallback_chars)
@@ -107,7 +107,7 @@ def project_action(
     mode: str = "serl",
     charset: Container[str] | None = ALFWORLD_CHARSET,
 ) -> tuple[str, bool]:
-    """Map a raw policy response to ``(env_action, valid)`` (SERL_REFERENCE §8.3; module docstring).
+    """Map a raw policy response to ``(env_action, valid)`` (docs/reference.md §8.3; module docstring).
 
     Args:
         response: the decoded response text of one step.

@@ -1,4 +1,4 @@
-"""Feedback sources: the privileged hindsight sections of the teacher prompt (SERL_REFERENCE §3).
+"""Feedback sources: the privileged hindsight sections of the teacher prompt (docs/reference.md §3).
 
 One module per source; every source is a :class:`FeedbackSource` (pure text function over one GRPO group,
 see ``base``). Options (``conf/feedback/<name>.yaml`` instantiates the class with keyword arguments):

@@ -1,8 +1,8 @@
-"""Feedback sources: what privileged hindsight text the teacher sees for one step (SERL_REFERENCE §3).
+"""Feedback sources: what privileged hindsight text the teacher sees for one step (docs/reference.md §3).
 
 A :class:`FeedbackSource` is a pure text function over one GRPO group: given the group's trajectories and
 the index of one step, it returns the *content* of one privileged section, or ``None`` when it has nothing
-to say for that step. The section is ``"<title>\\n<content>"`` (SERL_REFERENCE §3.2): ``title`` is a class
+to say for that step. The section is ``"<title>\\n<content>"`` (docs/reference.md §3.2): ``title`` is a class
 attribute, and a section exists only when the content is non-empty after stripping, which
 :meth:`FeedbackSource.__call__` guarantees by returning ``None`` for empty or whitespace-only content.
 
@@ -85,7 +85,7 @@ class FeedbackSource(ABC):
         return self.title.strip().rstrip(":").strip() or self.name
 
     def candidate_lines(self, group: Sequence[Trajectory], best: StepRef, worst: StepRef) -> list[str]:
-        """Lines under one candidate action of an anchor table (SERL_REFERENCE §4.3, "feedback included").
+        """Lines under one candidate action of an anchor table (docs/reference.md §4.3, "feedback included").
 
         ``best``/``worst`` are the action's members with the highest/lowest return (§4.3 tie rules). The best
         member's content is written when there is one; the worst member's when there is one and it differs

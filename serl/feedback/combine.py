@@ -1,4 +1,4 @@
-"""Combinations of feedback sources: *all of* and *first available* (SERL_REFERENCE §3.5, §4.3).
+"""Combinations of feedback sources: *all of* and *first available* (docs/reference.md §3.5, §4.3).
 
 The reference flattens combinations into ``sampling_mode`` strings (``successful_sample_immediate_feedback``,
 ``successful_sample_or_immediate_feedback`` …). serl composes them instead: a combination holds parts
@@ -12,7 +12,7 @@ Step-level insertion (:meth:`context`):
 * :class:`FirstAvailable` — the reference's "or" mode: the sections of the **first** part that has a
   context for the step; no context when none has.
 
-Anchor-level insertion (:meth:`parts`, SERL_REFERENCE §4.3): the candidate table always exists, so no part
+Anchor-level insertion (:meth:`parts`, docs/reference.md §4.3): the candidate table always exists, so no part
 is required. :class:`AllOf` contributes all its parts (the reference's ``anchor_successful_sample_*``
 modes append the success section "if exists"); :class:`FirstAvailable` contributes the parts of the
 first part available for the step itself (``anchor_successful_sample_or_immediate_feedback``: the

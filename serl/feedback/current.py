@@ -1,8 +1,8 @@
 """Current trajectory so far: the step's own episode up to (not including) the current step.
 
-Beyond the reference (SERL_REFERENCE §3.6, §10.15): the reference computes this raw text
+Beyond the reference (docs/reference.md §3.6, §10.15): the reference computes this raw text
 (``traj_context`` in ``PC :: build_sampling_messages``) but never uses it; its only current-trajectory
-source is the judged one (``judge``). DESIGN.md §4 keeps both, raw and judged.
+source is the judged one (``judge``). docs/design.md §4 keeps both, raw and judged.
 
 Content: steps ``0 .. t-1`` of the step's own trajectory, rendered by
 :func:`serl.feedback.render.render_steps` (§3.3). The current step's own response is excluded: the teacher

@@ -1,4 +1,4 @@
-"""Future trajectory: what the agent did after the current step, in the same episode (SERL_REFERENCE §3.4).
+"""Future trajectory: what the agent did after the current step, in the same episode (docs/reference.md §3.4).
 
 Content (``PC :: _build_future_trajectory_context``): the steps of the step's own trajectory with index
 greater than the current one, rendered by :func:`serl.feedback.render.render_steps` (§3.3). The last step

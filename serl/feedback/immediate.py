@@ -1,4 +1,4 @@
-"""Immediate feedback: the raw environment response to the step's action (SERL_REFERENCE §3.1, §3.2, §3.5).
+"""Immediate feedback: the raw environment response to the step's action (docs/reference.md §3.1, §3.2, §3.5).
 
 Content = ``step.feedback``, the raw text the env returned for the action, without prompt template or
 history (the reference's ``immediate_feedback``, which is the env manager's ``anchor`` text): in ALFWorld the

@@ -1,4 +1,4 @@
-"""Trajectory judge: an LLM critic's hindsight verdict on the whole rollout (SERL_REFERENCE §3.6, §3.2, §3.3).
+"""Trajectory judge: an LLM critic's hindsight verdict on the whole rollout (docs/reference.md §3.6, §3.2, §3.3).
 
 The reference's ``judge_current_traj`` (and, with ``with_success_reference=True``,
 ``judge_current_traj_on_successful_sample``). Once per training step, :meth:`TrajectoryJudge.prepare` sends

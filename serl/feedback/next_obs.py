@@ -1,4 +1,4 @@
-"""Next observation: the full student prompt of the state the action led to (SERL_REFERENCE §3.1, §3.2, §3.5).
+"""Next observation: the full student prompt of the state the action led to (docs/reference.md §3.1, §3.2, §3.5).
 
 Content = ``step.next_prompt``, the student prompt the policy would see next (task, recent history, the new
 observation, admissible actions and the format instruction) — the reference's ``next_observation``

@@ -1,8 +1,8 @@
 """No feedback: no privileged section for any step, and ``enabled = False``.
 
 With this source the trainer skips the teacher entirely, so training is plain multi-turn GRPO — the
-reference's behaviour once λ has decayed to 0 (SERL_REFERENCE §1.8, §5.1), from step one. Not a mode of
-the reference; it is the GRPO baseline of the ablation axis (DESIGN.md §3).
+reference's behaviour once λ has decayed to 0 (docs/reference.md §1.8, §5.1), from step one. Not a mode of
+the reference; it is the GRPO baseline of the ablation axis (docs/design.md §3).
 """
 
 from __future__ import annotations

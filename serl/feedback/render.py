@@ -1,4 +1,4 @@
-"""Trajectory renderings shared by the trajectory-valued feedback sources (SERL_REFERENCE §3.3).
+"""Trajectory renderings shared by the trajectory-valued feedback sources (docs/reference.md §3.3).
 
 Used by ``future`` (the rest of the step's trajectory), ``success`` (a successful trajectory of the group),
 ``current`` (the step's trajectory so far) and the judge's request text.

@@ -1,7 +1,7 @@
-"""State-diff feedback: what the action changed in the observed state (beyond the reference, DESIGN.md §4).
+"""State-diff feedback: what the action changed in the observed state (beyond the reference, docs/design.md §4).
 
-Not a mode of the reference (SERL_REFERENCE §3 has only raw feedback, next observation, trajectories and
-the judge); DESIGN.md §4 adds it as the "page changes" source. Where immediate feedback (§3.1) shows the
+Not a mode of the reference (docs/reference.md §3 has only raw feedback, next observation, trajectories and
+the judge); docs/design.md §4 adds it as the "page changes" source. Where immediate feedback (§3.1) shows the
 raw response, this source shows only its difference from the state the action was taken in, so the
 teacher sees *what changed* (and, explicitly, when nothing did).
 

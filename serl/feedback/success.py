@@ -1,4 +1,4 @@
-"""Successful trajectory: a won episode of the same task from the same group (SERL_REFERENCE §3.4).
+"""Successful trajectory: a won episode of the same task from the same group (docs/reference.md §3.4).
 
 Content (``PC :: _select_success_trajectory_context``): the first trajectory of the step's GRPO group, in
 group order, whose episode was won (``Trajectory.won``, the reference's ``rollout_success``); with

@@ -1,4 +1,4 @@
-"""Insertion granularity: which teacher context each step gets (SERL_REFERENCE §4).
+"""Insertion granularity: which teacher context each step gets (docs/reference.md §4).
 
 =========  ========================  ======================================================
 name       class                     context of a step

@@ -1,4 +1,4 @@
-"""Anchor-level insertion: the teacher sees every action tried from the same state (SERL_REFERENCE §4.2–§4.3).
+"""Anchor-level insertion: the teacher sees every action tried from the same state (docs/reference.md §4.2–§4.3).
 
 Anchor groups (§4.2, ``PC :: _build_anchor_groups``). All steps of all trajectories of one GRPO group,
 repeats inside a trajectory included, are partitioned by their anchor value, chosen by ``key``:
@@ -9,7 +9,7 @@ repeats inside a trajectory included, are partitioned by their anchor value, cho
   in the reference, exact grouping pools every blank observation of the group (like every ALFWorld
   "Nothing happens." step, whatever the true state, §10.14), and similarity grouping makes each blank one an
   anchor of its own (:func:`serl.algo.anchors.group_by_similarity`).
-* ``"state_change"`` (beyond the reference, DESIGN.md §4) — the observation of the state the action was
+* ``"state_change"`` (beyond the reference, docs/design.md §4) — the observation of the state the action was
   taken from: :func:`serl.algo.anchors.effective_observations` of the trajectory's observations with
   ``noop_messages`` (default ``("Nothing happens.",)``). A step that follows a no-op response pools with
   the state it happened in (the most recent earlier observation that is not a no-op message), never with
@@ -72,7 +72,7 @@ Deviations from the reference:
 * The feedback is any source or combination, written per candidate action under the source's label; the
   reference hard-codes which parts each ``anchor_*`` mode includes (§4.3 table). The pairs layout accepts
   any per_candidate source and several of them (one section each), not only immediate feedback.
-* ``key="state_change"`` and the ``noop_messages`` knob are beyond the reference (DESIGN.md §4, §10.14).
+* ``key="state_change"`` and the ``noop_messages`` knob are beyond the reference (docs/design.md §4, §10.14).
 * Candidate order is (trajectory index, step index) — our stand-in for the reference's batch index, which
   after its balancing step is effectively arbitrary within a group (§10.13).
 """

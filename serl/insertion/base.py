@@ -1,4 +1,4 @@
-"""Insertion granularity: which teacher context each step of a GRPO group gets (SERL_REFERENCE §4).
+"""Insertion granularity: which teacher context each step of a GRPO group gets (docs/reference.md §4).
 
 An :class:`Insertion` turns one GRPO group (the trajectories that played the same game in one training
 step) and a feedback source into one :class:`~serl.types.TeacherContext` per step. A step whose context

@@ -1,4 +1,4 @@
-"""Step-level insertion (SERL_REFERENCE §4.1, §3.5).
+"""Step-level insertion (docs/reference.md §4.1, §3.5).
 
 Each step's context is built from that step alone (or, for later sources, its own trajectory / a success
 of its group): the feedback source's own :meth:`context` — for a single source, one section

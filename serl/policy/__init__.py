@@ -1,4 +1,4 @@
-"""Policy models: resolution, loading, the tiny test model and response log-probs (DESIGN.md §5).
+"""Policy models: resolution, loading, the tiny test model and response log-probs (docs/design.md §5).
 
 Every ``transformers`` / ``peft`` import of serl lives in this package; they are imported lazily inside
 functions, so importing ``serl.policy`` is cheap.

@@ -1,4 +1,4 @@
-"""Exporting a warm-started policy and merging LoRA adapters (DESIGN.md §5 "Warm start", "Models").
+"""Exporting a warm-started policy and merging LoRA adapters (docs/design.md §5 "Warm start", "Models").
 
 The supervised warm start (:mod:`serl.warmstart`) produces either a fully fine-tuned model or a peft LoRA
 model. Three exports, all written atomically (a temporary sibling folder renamed into place, so a reader

@@ -1,12 +1,12 @@
 """Padding of (prompt, response) pairs and per-token log-probs of responses.
 
-Layout as in veRL (SERL_REFERENCE §2 "Scoring the student's tokens", ``serl.types.TrainBatch``): prompts
+Layout as in veRL (docs/reference.md §2 "Scoring the student's tokens", ``serl.types.TrainBatch``): prompts
 are LEFT-padded to the longest prompt P, responses RIGHT-padded to the longest response T, so
 ``input_ids[:, P:]`` are the response tokens and the logits at positions ``P-1 .. P+T-2`` score them.
 Position ids are recomputed from the attention mask (cumsum − 1, clamped at 0), so left padding does not
 shift positions. The same function serves the learner (current log-probs, with autograd), the teacher
 (no-grad log-probs of the student's own tokens under the privileged prompt, §2) and tests against the
-rollout backend's behaviour log-probs (§1.3).
+rollout backend's behaviour log-probs (docs/reference.md §1.6).
 """
 
 from __future__ import annotations

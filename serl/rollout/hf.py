@@ -1,7 +1,7 @@
-"""HF ``generate`` rollout backend (DESIGN.md §5 "Rollout backends": the default on CPU).
+"""HF ``generate`` rollout backend (docs/design.md §5 "Rollout backends": the default on CPU).
 
 Implements :class:`serl.rollout.base.Generator` with ``model.generate`` (KV cache, left-padded batch).
-Sampling is the reference's plain sampling (SERL_REFERENCE §1.3: temperature 1.0, top_p 1, no top-k):
+Sampling is the reference's plain sampling (docs/reference.md §1.3: temperature 1.0, top_p 1, no top-k):
 ``do_sample`` when ``temperature > 0``, greedy otherwise; top-k and repetition penalties are switched off
 explicitly so that a checkpoint's ``generation_config.json`` cannot change the sampling distribution.
 

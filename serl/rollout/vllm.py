@@ -1,4 +1,4 @@
-"""vLLM rollout backend (DESIGN.md §5 "Rollout backends"; ``rollout=vllm``).
+"""vLLM rollout backend (docs/design.md §5 "Rollout backends"; ``rollout=vllm``).
 
 :class:`VLLMGenerator` implements :class:`serl.rollout.base.Generator` over a
 :class:`serl.policy.vllm_engine.VLLMEngine`, so the multi-turn :class:`~serl.rollout.base.RolloutWorker`

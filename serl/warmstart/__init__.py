@@ -1,7 +1,7 @@
-"""Supervised warm start on expert demonstrations (DESIGN.md §5 "Warm start").
+"""Supervised warm start on expert demonstrations (docs/design.md §5 "Warm start").
 
 A small instruct model (SmolLM2-135M) never answers in the ``<think>…</think><action>…</action>`` format
-on the ALFWorld prompt (SERL_REFERENCE §6.1, §8.3), so every action is invalid and GRPO has nothing to
+on the ALFWorld prompt (docs/reference.md §6.1, §8.3), so every action is invalid and GRPO has nothing to
 compare. A short SFT on the environment's own expert plans, rendered in the student's exact prompt format,
 teaches the format (and a little of the task) before RL starts.
 

@@ -1,4 +1,4 @@
-"""Expert demonstrations for the supervised warm start (DESIGN.md §5 "Warm start").
+"""Expert demonstrations for the supervised warm start (docs/design.md §5 "Warm start").
 
 :func:`collect_demonstrations` plays each game's expert plan (``suite.expert_plan(game)``: the PDDL
 planner's walkthrough stored in generated games, or the official game's) through a real env and records
@@ -6,16 +6,16 @@ one :class:`serl.types.Demonstration` per step:
 
 * ``prompt`` — the student's user message rendered by exactly the rollout code path,
   :func:`serl.rollout.base.render_student_prompt` with ``history`` = the (raw observation, action) pairs so
-  far, as :class:`serl.rollout.base.RolloutWorker` builds it (SERL_REFERENCE §1.3, §8.1). A demonstration
+  far, as :class:`serl.rollout.base.RolloutWorker` builds it (docs/reference.md §1.3, §8.1). A demonstration
   prompt is therefore byte-identical to the prompt the policy sees at the same state during RL
   (tests/integration/test_demos.py checks it against a real rollout).
-* ``response`` — ``<think>{rationale}</think><action>{expert action}</action>`` (SERL_REFERENCE §6.1).
+* ``response`` — ``<think>{rationale}</think><action>{expert action}</action>`` (docs/reference.md §6.1).
 
 The rationale is a **deterministic one-sentence template** filled from the task sentence, the action and
 what the expert carries at that point (:func:`rationale`) — not reasoning. Its only job is to teach the
 response format and a plausible, short ``<think>`` habit; the action is what carries the expert signal.
 Every response is checked to project to exactly the expert action with a valid format
-(``suite.project_action``, SERL_REFERENCE §8.3), every expert action to be admissible, and every plan to
+(``suite.project_action``, docs/reference.md §8.3), every expert action to be admissible, and every plan to
 win the game on its last step; anything else raises.
 
 Demonstrations are cached as JSONL, one JSON object per demonstration (:func:`save_demonstrations`,
@@ -192,7 +192,7 @@ def with_search_detours(
 def expert_response(
     task: str, action: str, holding: str | None = None, target: str | None = None, searched: bool = False
 ) -> str:
-    """``<think>{rationale}</think><action>{action}</action>`` (SERL_REFERENCE §6.1)."""
+    """``<think>{rationale}</think><action>{action}</action>`` (docs/reference.md §6.1)."""
     why = rationale(task, action, holding, target, searched)
     return f"{THINK_OPEN}{why}{THINK_CLOSE}{ACTION_OPEN}{action}{ACTION_CLOSE}"
 

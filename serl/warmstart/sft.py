@@ -1,9 +1,9 @@
-"""Supervised fine-tuning on expert demonstrations: the warm start before RL (DESIGN.md §5 "Warm start").
+"""Supervised fine-tuning on expert demonstrations: the warm start before RL (docs/design.md §5 "Warm start").
 
 Each :class:`serl.types.Demonstration` becomes one (prompt, response) pair in the rollout's token layout:
 
 * prompt ids = :func:`serl.policy.models.chat_prompt_ids` of the demonstration prompt (one user message +
-  the assistant generation prompt, exactly what the rollout worker feeds the policy, SERL_REFERENCE §1.3);
+  the assistant generation prompt, exactly what the rollout worker feeds the policy, docs/reference.md §1.3);
 * response ids = the tokenised response (no special tokens) + the eos id, so the policy learns to stop
   after ``</action>`` — generation ends at eos.
 

@@ -8,7 +8,7 @@ module that imported the fixture) is a disk-cache hit of ``generate_games`` (no 
 are still checked against a fresh generation by ``test_deterministic_across_hash_seeds``, which fails if
 the generator changed without a ``GENERATOR_VERSION`` bump.
 ``ALFWORLD_DATA`` points to an empty session temp dir before anything imports alfworld
-(ALFWORLD_OFFLINE_GAMES.md §5.4-4), so tests never touch ``~/.cache``.
+(docs/alfworld_games.md §5.4-4), so tests never touch ``~/.cache``.
 """
 
 from __future__ import annotations

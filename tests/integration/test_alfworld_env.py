@@ -1,4 +1,4 @@
-"""``AlfworldTextEnv`` and ``AlfworldSuite`` on generated games (ALFWORLD_OFFLINE_GAMES.md §5, §6.2, §7)."""
+"""``AlfworldTextEnv`` and ``AlfworldSuite`` on generated games (docs/alfworld_games.md §5, §6.2, §7)."""
 
 from __future__ import annotations
 

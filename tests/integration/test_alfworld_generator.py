@@ -1,4 +1,4 @@
-"""Offline ALFWorld game generator (ALFWORLD_OFFLINE_GAMES.md §2–§4, behaviours of §7 items 1–7)."""
+"""Offline ALFWorld game generator (docs/alfworld_games.md §2–§4, behaviours of §7 items 1–7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Expert demonstrations (serl.warmstart.demos, DESIGN.md §5 "Warm start") on generated ALFWorld games.
+"""Expert demonstrations (serl.warmstart.demos, docs/design.md §5 "Warm start") on generated ALFWorld games.
 
 The central check: a demonstration's prompt is byte-identical to the prompt the REAL RolloutWorker builds
 at the same state. A scripted Generator replays the demonstrations' responses (tokenised with the tiny

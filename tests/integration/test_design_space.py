@@ -4,7 +4,7 @@ The options are discovered from ``conf/feedback/*.yaml`` (a new file is covered 
 Judge options talk to a real OpenAI-compatible server on loopback (``serl.policy.serve`` with the tiny
 model). On the tiny random policy no episode is won, so a hindsight source that needs a success
 (``success`` and every *all of* combination that contains it) gives **no** context at step level, while
-anchor insertion always gives one (SERL_REFERENCE §3.5 vs §4.3) — asserted below, per option.
+anchor insertion always gives one (docs/reference.md §3.5 vs §4.3) — asserted below, per option.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`feedback=none` ≡ λ = 0 ≡ plain GRPO loss on a fixed batch (DESIGN §6).
+"""`feedback=none` ≡ λ = 0 ≡ plain GRPO loss on a fixed batch (docs/design.md §6).
 
 The learner's loss on a fixed batch must be identical when (a) the teacher signal is present but λ = 0,
 (b) λ > 0 but no row has a context (what `feedback=none` produces), and (c) the plain PPO-clip loss is

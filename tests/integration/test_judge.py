@@ -1,4 +1,4 @@
-"""The trajectory judge over real HTTP (SERL_REFERENCE §3.6): against serl's own OpenAI-compatible server
+"""The trajectory judge over real HTTP (docs/reference.md §3.6): against serl's own OpenAI-compatible server
 running the tiny model, and against a test-local stub server for the failure modes, retries, the API key,
 the success-reference variant and bounded concurrency.
 

@@ -1,4 +1,4 @@
-"""RolloutWorker + HFGenerator on the tiny model (SERL_REFERENCE §1.3).
+"""RolloutWorker + HFGenerator on the tiny model (docs/reference.md §1.3).
 
 A scripted toy suite checks the loop's bookkeeping exactly (no ghost steps, history, next_prompt, stats);
 the real ALFWorld suite (generated games, real TextWorld engine) checks the records end to end.

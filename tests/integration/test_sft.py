@@ -1,4 +1,4 @@
-"""Supervised warm start (serl.warmstart.sft, scripts/sft.py; DESIGN.md §5 "Warm start") on the tiny model.
+"""Supervised warm start (serl.warmstart.sft, scripts/sft.py; docs/design.md §5 "Warm start") on the tiny model.
 
 Demonstrations come from two generated ALFWorld games (7 expert steps). Checks: SFT lowers the NLL and
 changes the weights; LoRA changes only adapter weights; the exports (merged folder, float32 and bfloat16

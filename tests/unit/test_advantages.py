@@ -1,4 +1,4 @@
-"""serl.algo.advantages: hand-derived values, the SERL_REFERENCE §1.5 worked example, slow-loop references."""
+"""serl.algo.advantages: hand-derived values, the docs/reference.md §1.5 worked example, slow-loop references."""
 
 from __future__ import annotations
 

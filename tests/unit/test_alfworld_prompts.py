@@ -1,4 +1,4 @@
-"""ALFWorld student prompt templates (SERL_REFERENCE §8.1) and the suite's per-step helpers."""
+"""ALFWorld student prompt templates (docs/reference.md §8.1) and the suite's per-step helpers."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Anchor grouping, state-change values and candidate-action text (serl/algo/anchors.py; SERL_REFERENCE §4.2,
-§4.3, §3.2, §10.14; DESIGN.md §4)."""
+"""Anchor grouping, state-change values and candidate-action text (serl/algo/anchors.py; docs/reference.md §4.2,
+§4.3, §3.2, §10.14; docs/design.md §4)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_group_by_observation_ids_in_first_appearance_order():
 
 
 def test_group_by_observation_pools_nothing_happens_like_the_reference():
-    # SERL_REFERENCE §4.2: every "Nothing happens." step is one anchor whatever the true location;
+    # docs/reference.md §4.2: every "Nothing happens." step is one anchor whatever the true location;
     # the step-0 room description is shared by every rollout; near-identical strings stay apart.
     room = "You are in the middle of a room. Looking quickly around you, you see a desk 1."
     obs = [

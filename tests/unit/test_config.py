@@ -121,7 +121,7 @@ def test_algorithm_presets_differ_only_where_documented():
     diff = lambda a, b: {k for k in a if k != "name" and a[k] != b[k]}  # noqa: E731
     assert diff(serl, ref) == {"student_logprob", "trajectory_value", "response_format"}
     assert (serl.response_format, ref.response_format) == ("serl", "reference")  # §6.2, §8.3, §3.2
-    assert (serl.student_logprob, ref.student_logprob) == ("old", "current")  # SERL_REFERENCE §2, §10.6
+    assert (serl.student_logprob, ref.student_logprob) == ("old", "current")  # docs/reference.md §2, §10.6
     assert (serl.trajectory_value, ref.trajectory_value) == ("mean", "first")  # §1.5, with advantage=trajectory
     assert ref.advantage == "cross_step" and ref.invalid_penalty == 0.1 and ref.teacher_sync_interval == 10
     assert diff(serl, grpo) == {"teacher"} and grpo.teacher is False

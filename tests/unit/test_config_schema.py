@@ -97,7 +97,7 @@ def test_interpolated_values_name_where_they_come_from():
 @pytest.mark.parametrize(
     "config, override, expected",
     [
-        ("train", "+foo=1", "foo is not a known key; allowed keys: seed, steps"),
+        ("train", "+foo=1", "foo is not a known key; allowed keys: seed, env_workers"),
         ("train", "+learner.lrr=1", "learner.lrr is not a known key (did you mean learner.lr?); allowed keys of learner: lr,"),
         ("train", "+eval.n_game=3", "eval.n_game is not a known key (did you mean eval.n_games?)"),
         ("train", "+rollout.top_k=5", "rollout.top_k is not a known key (did you mean rollout.top_p?)"),
@@ -108,7 +108,7 @@ def test_interpolated_values_name_where_they_come_from():
                                     "(did you mean decay.horizon?); allowed: lambda0, horizon"),
         ("train", "+env.max_turn=5", "env.max_turn is not an argument of serl.envs.alfworld.suite.AlfworldSuite (did you mean env.max_turns?)"),
         ("train", "+insertion.key=observation", "insertion.key is not an argument of serl.insertion.step.StepInsertion; allowed: none"),
-        ("eval", "+foo=1", "foo is not a known key; allowed keys: n_games"),
+        ("eval", "+foo=1", "foo is not a known key; allowed keys: seed, env_workers"),
         ("eval", "+n_game=3", "n_game is not a known key (did you mean n_games?)"),
         ("eval", "+logger.projet=x", "logger.projet is not a known key (did you mean logger.project?)"),
         ("sft", "+epoch=3", "epoch is not a known key (did you mean epochs?)"),

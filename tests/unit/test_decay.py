@@ -1,4 +1,4 @@
-"""serl.algo.decay: the reference λ values (SERL_REFERENCE §5.1) and hand values of every schedule."""
+"""serl.algo.decay: the reference λ values (docs/reference.md §5.1) and hand values of every schedule."""
 
 from __future__ import annotations
 

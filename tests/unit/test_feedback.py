@@ -1,4 +1,4 @@
-"""Feedback sources (serl/feedback; SERL_REFERENCE §3.1–§3.2, DESIGN.md §4). Expected texts are hand-derived."""
+"""Feedback sources (serl/feedback; docs/reference.md §3.1–§3.2, docs/design.md §4). Expected texts are hand-derived."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Trajectory and next-observation feedback sources and their combinations (SERL_REFERENCE §3.1–§3.5, §4.3).
+"""Trajectory and next-observation feedback sources and their combinations (docs/reference.md §3.1–§3.5, §4.3).
 
 Expected texts are written out by hand from the shared group (``tests/group_fixture.py``):
 

@@ -1,4 +1,4 @@
-"""Differential tests: serl's GRPO advantages against the reference's formula (SERL_REFERENCE §1.5, §10.1).
+"""Differential tests: serl's GRPO advantages against the reference's formula (docs/reference.md §1.5, §10.1).
 
 The reference (``CA :: compute_grpo_outcome_advantage``) is re-implemented below as a slow, literal loop from
 §1.5: per group, collect the scores in a list, ``torch.tensor(list)`` (float32), ``torch.mean`` and unbiased

@@ -1,4 +1,4 @@
-"""Differential tests: anchor grouping against the reference's rule (SERL_REFERENCE §4.2) on blank,
+"""Differential tests: anchor grouping against the reference's rule (docs/reference.md §4.2) on blank,
 whitespace-only and near-identical observations (issue 10 item 7c).
 
 The reference (``PC :: _build_anchor_groups``) is re-implemented below as a slow, literal loop from §4.2:

@@ -1,4 +1,4 @@
-"""Differential tests: serl's PPO loss against the reference's (SERL_REFERENCE §1.6; issue 10 item 7d).
+"""Differential tests: serl's PPO loss against the reference's (docs/reference.md §1.6; issue 10 item 7d).
 
 The reference (``CA :: compute_policy_loss`` + ``agg_loss`` token-mean) is re-implemented below as a slow,
 literal per-token loop from §1.6, with NO clamp of the log-ratio (the reference has none)::

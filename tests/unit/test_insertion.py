@@ -1,4 +1,4 @@
-"""Insertion granularity × feedback source (serl/insertion; SERL_REFERENCE §4). Expected texts are hand-derived.
+"""Insertion granularity × feedback source (serl/insertion; docs/reference.md §4). Expected texts are hand-derived.
 
 The fixture group is ``tests/group_fixture.py`` (4 trajectories of one game; its docstring draws them).
 

@@ -1,4 +1,4 @@
-"""Padding layout, response log-probs (SERL_REFERENCE §2, veRL layout) and HF behaviour log-probs (§1.3)."""
+"""Padding layout, response log-probs (docs/reference.md §2, veRL layout) and HF behaviour log-probs (§1.6)."""
 
 from __future__ import annotations
 

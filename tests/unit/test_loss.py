@@ -1,4 +1,4 @@
-"""serl.algo.loss: dual-clip PPO by hand (SERL_REFERENCE §1.6), gradients, entropy, masked mean."""
+"""serl.algo.loss: dual-clip PPO by hand (docs/reference.md §1.6), gradients, entropy, masked mean."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Model resolution / loading (DESIGN.md §5): tiny test model, embedded SmolLM2, dtype, LoRA."""
+"""Model resolution / loading (docs/design.md §5): tiny test model, embedded SmolLM2, dtype, LoRA."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Action projection and validity, one case per rule of SERL_REFERENCE §8.3, in serl mode (default) and in the
+"""Action projection and validity, one case per rule of docs/reference.md §8.3, in serl mode (default) and in the
 reference's literal mode; serl's deviations pinned with minimal inputs."""
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def test_suite_charset_parameter():
 
 
 def test_think_tag_case():
-    # §8.3 is silent on the case of the think tags: the reference's env code tests the original text
+    # §8.3: the reference's env code tests the think tags on the original text
     text = "<THINK>x</THINK><action>look</action>"
     assert project_action(text, ALF, mode="reference") == ("look", False)
     assert project_action(text, ALF) == ("look", True)

@@ -1,4 +1,4 @@
-"""Reference mode vs serl mode on minimal malformed responses, with hand-derived values (SERL_REFERENCE §3.2, §4.3,
+"""Reference mode vs serl mode on minimal malformed responses, with hand-derived values (docs/reference.md §3.2, §4.3,
 §6.2, §8.3, §10.10), and the one-definition property of serl mode: projection, mask and validity agree.
 
 Each row pins one malformed-input case: the reference's projection and action spans, and serl's. Offsets are
@@ -69,7 +69,7 @@ CASES = {
     "padded_action": (T + "<action> look </action>", ("look", True), ("look", True), [(24, 30)], [(25, 29)]),
     # no think tags: invalid in both; the reference still marks the action, serl keeps plain GRPO
     "no_think": ("<action>look</action>", ("look", False), ("look", False), [(8, 12)], []),
-    # upper-case think tags: the reference's check is case-sensitive (§8.3 silent; its env code)
+    # upper-case think tags: the reference's check is case-sensitive (§8.3, its env code)
     "upper_think": ("<THINK>t</THINK><action>look</action>", ("look", False), ("look", True), [(24, 28)], [(24, 28)]),
     "cjk_in_thinking": ("<think>我</think><action>look</action>", ("look", False), ("look", False), [(24, 28)], []),
     # CJK action: invalid in both, but the reference marks its tokens and sends it to the env

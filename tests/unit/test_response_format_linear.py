@@ -1,7 +1,7 @@
 """Linear-time span detection, think removal, projection and offsets (serl.algo.masks) against slow references.
 
 The slow references below are the straightforward definitions: the backtracking regexes of the reference
-(SERL_REFERENCE §3.2, §4.3, §6.2) and the previous quadratic offsets (decode every growing prefix). The linear
+(docs/reference.md §3.2, §4.3, §6.2) and the previous quadratic offsets (decode every growing prefix). The linear
 implementations must return exactly what they return, on random and adversarial inputs and on real tokenizers
 (the tiny byte-level BPE of serl.policy.tiny, with and without clean-up of tokenization spaces, and a small
 SentencePiece-style tokenizer with byte fallback). The timing tests process 10,000-tag responses; they assert a
@@ -33,7 +33,7 @@ from serl.envs.projection import project_action
 # ------------------------------------------------------------------ slow references (quadratic on purpose)
 
 _DOTALL_I = re.IGNORECASE | re.DOTALL
-_SLOW_PATTERNS = (  # SERL_REFERENCE §6.2 rule 1
+_SLOW_PATTERNS = (  # docs/reference.md §6.2 rule 1
     re.compile(r"<action\b[^>]*>(.*?)</action>", _DOTALL_I),
     re.compile(r"\[action>(.*?)</action>\]?", _DOTALL_I),
     re.compile(r"action>(.*?)</action>", _DOTALL_I),

@@ -1,4 +1,4 @@
-"""serl.algo.loss.sft_nll: token-mean NLL over response tokens only (DESIGN.md §5 "Warm start"), by hand.
+"""serl.algo.loss.sft_nll: token-mean NLL over response tokens only (docs/design.md §5 "Warm start"), by hand.
 
 The end-to-end case uses a bigram "model" whose next-token log-probs are a fixed table, so every scored
 log-prob is known exactly: the loss must count the response tokens (the first one conditioned on the last

@@ -1,5 +1,5 @@
-"""Teacher scorer: sync schedule (SERL_REFERENCE §2), prompt assembly (§3.2), middle-out truncation that
-never cuts the closing instruction or the assistant header (DESIGN §4, fixes §10.8), scoring."""
+"""Teacher scorer: sync schedule (docs/reference.md §2), prompt assembly (§3.2), middle-out truncation that
+never cuts the closing instruction or the assistant header (docs/design.md §4, fixes §10.8), scoring."""
 
 from __future__ import annotations
 

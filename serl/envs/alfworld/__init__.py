@@ -1,17 +1,17 @@
-"""ALFWorld adapter: offline game generator, text gymnasium env, and the :class:`EnvSuite` (DESIGN.md §5).
+"""ALFWorld adapter: offline game generator, text gymnasium env, and the :class:`EnvSuite` (docs/design.md §5).
 
 Modules:
 
 * :mod:`.generator` — games generated offline from what ships in the alfworld wheel
-  (ALFWORLD_OFFLINE_GAMES.md §2–§4): ``generate_games(root, split, n, seed)``.
-* :mod:`.env` — ``AlfworldTextEnv``, a ``gymnasium.Env`` over the real TextWorld PDDL engine (§5).
+  (docs/alfworld_games.md §2–§4): ``generate_games(root, split, n, seed)``.
+* :mod:`.env` — ``AlfworldTextEnv``, a ``gymnasium.Env`` over the real TextWorld PDDL engine (docs/alfworld_games.md §5).
 * :mod:`.suite` — ``AlfworldSuite``, official-or-generated game pools (§6.2), prompts and metrics
-  (SERL_REFERENCE §8.1, §8.3).
-* :mod:`.prompts` — the student prompt templates (SERL_REFERENCE §8.1).
+  (docs/reference.md §8.1, §8.3).
+* :mod:`.prompts` — the student prompt templates (docs/reference.md §8.1).
 
 Only these modules import ``alfworld``/``textworld``, and only lazily, through :func:`import_alfworld`:
 importing any ``alfworld`` module creates ``$ALFWORLD_DATA`` (default ``~/.cache/alfworld``) as a side
-effect (ALFWORLD_OFFLINE_GAMES.md §5.4-4), so ``ALFWORLD_DATA`` is set first (:func:`ensure_alfworld_data`).
+effect (docs/alfworld_games.md §5.4-4), so ``ALFWORLD_DATA`` is set first (:func:`ensure_alfworld_data`).
 The public classes are re-exported lazily (module ``__getattr__``) so that ``import serl.envs.alfworld``
 stays cheap.
 """
@@ -41,7 +41,7 @@ def default_cache_root() -> Path:
 
 
 def ensure_alfworld_data(data_root: str | os.PathLike[str] | None = None) -> str:
-    """Make sure ``ALFWORLD_DATA`` is set before the first ``alfworld`` import (OFFLINE_GAMES §5.4-4).
+    """Make sure ``ALFWORLD_DATA`` is set before the first ``alfworld`` import (docs/alfworld_games.md §5.4-4).
 
     Order: an explicit ``data_root`` (the official data root serl uses) wins while ``alfworld`` is not yet
     imported; otherwise an existing ``$ALFWORLD_DATA`` is kept; otherwise it is set to
@@ -79,7 +79,7 @@ def _install_translation_cache() -> None:
     """Memoise ``fast_downward.pddl2sas`` and make it leave ``sys.argv`` alone.
 
     TextWorld's ``PddlState`` translates the PDDL problem to SAS twice (plain + optimised) every time it is
-    built, and ``PddlEnv`` builds one in ``load`` *and* one in every ``reset`` (OFFLINE_GAMES §5.3: "reset
+    built, and ``PddlEnv`` builds one in ``load`` *and* one in every ``reset`` (docs/alfworld_games.md §5.3: "reset
     re-runs the PDDL translation every time"), 0.2–1 s per translation on kitchens. The translation is a
     pure function of its text inputs and ``PddlState`` only reads the returned task, so a small LRU cache is
     behaviour-preserving: ``load`` + ``reset`` translate once, and resetting the same game again (a GRPO

@@ -1,6 +1,6 @@
-"""``AlfworldTextEnv``: one ALFWorld game at a time as a text ``gymnasium.Env`` (DESIGN.md §5).
+"""``AlfworldTextEnv``: one ALFWorld game at a time as a text ``gymnasium.Env`` (docs/design.md §5).
 
-Engine (ALFWORLD_OFFLINE_GAMES.md §5.1 "single game, no gym"): TextWorld's ``PddlEnv`` wrapped in
+Engine (docs/alfworld_games.md §5.1 "single game, no gym"): TextWorld's ``PddlEnv`` wrapped in
 ``AlfredDemangler(shuffle=False)`` (display names such as ``sinkbasin 1``, stable numbering, §3.1) and
 ``AlfredInfos``. The wrappers are constructed per env instance, so no wrapper object is shared between
 envs (pitfall §5.4-2); no expert is attached (the planner expert hangs on big kitchens, §5.4-8).
@@ -11,12 +11,12 @@ Semantics:
   pool is drawn with the env's seeded ``np_random``. Returns ``(intro text, info)``.
 * ``step(action)`` -> ``(feedback, reward, terminated, truncated, info)``. The engine's score is cumulative
   (0, then 1 once won, §5.4-3); reward = 10 × its increase, i.e. 10.0 exactly once, on the winning step
-  (SERL_REFERENCE §1.4). ``terminated`` = won. ``truncated`` once ``max_episode_steps`` steps were taken
+  (docs/reference.md §1.4). ``terminated`` = won. ``truncated`` once ``max_episode_steps`` steps were taken
   without a win; every step counts, "Nothing happens." ones included (§5.2).
 * Commands must match an admissible command exactly after ``strip()``; anything else is answered
   "Nothing happens." and changes nothing (§5.2).
 * Stepping a finished episode is a no-op that returns the last feedback, reward 0.0 and the same flags (the
-  reference keeps stepping finished envs until the whole batch is done, SERL_REFERENCE §1.3).
+  reference keeps stepping finished envs until the whole batch is done, docs/reference.md §1.3).
 * ``info`` always has ``admissible_commands`` (list[str], sorted), ``won`` (bool), ``task`` (the sentence
   after "Your task is to: ", without the final period), ``task_type`` and ``game`` (path str).
 
@@ -43,7 +43,7 @@ from gymnasium import spaces
 from serl.envs.alfworld import import_alfworld
 from serl.envs.alfworld.generator import TASK_TYPES
 
-WIN_REWARD = 10.0  # SERL_REFERENCE §1.4: 10·won on the winning step
+WIN_REWARD = 10.0  # docs/reference.md §1.4: 10·won on the winning step
 TASK_PREFIX = "Your task is to: "
 CHARSET = frozenset(string.printable)  # letters, digits, punctuation, space, \t \n \r \x0b \x0c
 OBS_MAX_LENGTH = 1 << 16
@@ -81,7 +81,7 @@ class AlfworldTextEnv(gym.Env):
     Args:
         games: pool of ``game.tw-pddl`` paths for ``reset()`` without a game option. May be empty (then
             every reset must name its game) or a lazy sequence (only indexed on such a reset).
-        max_episode_steps: truncation limit (the reference's ``env.max_steps`` = 50, SERL_REFERENCE §7.2).
+        max_episode_steps: truncation limit (the reference's ``env.max_steps`` = 50, docs/reference.md §7.2).
     """
 
     metadata = {"render_modes": []}

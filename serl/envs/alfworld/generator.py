@@ -1,14 +1,14 @@
-"""Offline ALFWorld game generator (ALFWORLD_OFFLINE_GAMES.md §2–§4).
+"""Offline ALFWorld game generator (docs/alfworld_games.md §2–§4).
 
 The official ALFWorld games are not in the alfworld wheel and cannot be downloaded here, so serl generates
-playable games from what the wheel ships (OFFLINE_GAMES §1): the AI2-THOR receptacle poses and scene type
+playable games from what the wheel ships (docs/alfworld_games.md §1): the AI2-THOR receptacle poses and scene type
 lists in ``alfworld/gen/layouts``, the object tables of ``alfworld.gen.constants``, the goal library
 ``alfworld.gen.goal_library.gdict`` and the PDDL domain + TWL2 grammar from ``alfworld.info``. Object
-placements are random, so numbers measured on these games are not the benchmark's (OFFLINE_GAMES §6.1).
+placements are random, so numbers measured on these games are not the benchmark's (docs/alfworld_games.md §6.1).
 
 Public API: :func:`generate_games` ``(root, split, n, seed) -> list[Path]`` (sorted ``game.tw-pddl`` paths).
 
-Algorithm (OFFLINE_GAMES §4.1 with the §4.4 requirements), per game index ``i`` of ``(split, seed)``:
+Algorithm (docs/alfworld_games.md §4.1 with the §4.4 requirements), per game index ``i`` of ``(split, seed)``:
 
 * task type = ``TASK_TYPES[i % 6]`` (round-robin, §4.4-3);
 * for attempt ``k = 0, 1, ...``: one ``random.Random`` seeded with the string
@@ -27,7 +27,7 @@ Algorithm (OFFLINE_GAMES §4.1 with the §4.4 requirements), per game index ``i`
   A game already on disk (same split, seed, index and generator version) is reused without planner work.
 
 Splits: ``train`` and ``valid_seen`` draw from all floor plans except :data:`UNSEEN_FLOOR_PLANS`
-(10, 219, 308, 424), which only ``valid_unseen`` uses (OFFLINE_GAMES §6.2-3).
+(10, 219, 308, 424), which only ``valid_unseen`` uses (docs/alfworld_games.md §6.2-3).
 
 Determinism: the same ``(split, seed, index)`` gives byte-identical ``game.tw-pddl`` and ``traj_data.json``
 on any machine, *unless* a planner check hits the wall-clock limit on one machine and not on another
@@ -63,7 +63,7 @@ from serl.envs.alfworld import ensure_alfworld_data, import_alfworld
 
 GENERATOR_VERSION = 1
 SPLITS = ("train", "valid_seen", "valid_unseen")
-# OFFLINE_GAMES §6.1/§6.2-3: ALFRED's unseen-validation floor plans, never used by train/valid_seen.
+# docs/alfworld_games.md §6.1/§6.2-3: ALFRED's unseen-validation floor plans, never used by train/valid_seen.
 UNSEEN_FLOOR_PLANS = (10, 219, 308, 424)
 # Order of alfworld's TASK_TYPES ids 1..6 (alfred_tw_env.TASK_TYPES); round-robin by game index.
 TASK_TYPES = (
@@ -157,7 +157,7 @@ class _Receptacle:
 
 @dataclass(frozen=True)
 class _Scene:
-    """One floor plan's static data (OFFLINE_GAMES §1 'layouts')."""
+    """One floor plan's static data (docs/alfworld_games.md §1 'layouts')."""
 
     num: int
     room: str
@@ -222,7 +222,7 @@ def _split_floor_plans(split: str) -> tuple[int, ...]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Task parameters (OFFLINE_GAMES §4.1-4..6)
+# Task parameters (docs/alfworld_games.md §4.1-4..6)
 
 
 @dataclass(frozen=True)
@@ -294,7 +294,7 @@ def _viable_scenes(split: str, task: str) -> tuple[int, ...]:
 
 
 # --------------------------------------------------------------------------------------------------
-# PDDL problem (OFFLINE_GAMES §3)
+# PDDL problem (docs/alfworld_games.md §3)
 
 
 def mangle(thor_id: str) -> str:
@@ -562,7 +562,7 @@ def _problem_text(
 
 
 # --------------------------------------------------------------------------------------------------
-# Sandboxed planner check (OFFLINE_GAMES §4.1-10, §4.3)
+# Sandboxed planner check (docs/alfworld_games.md §4.1-10, §4.3)
 
 
 @dataclass(frozen=True)
@@ -723,7 +723,7 @@ def _cached_games(root: Path, split: str, seed: int) -> dict[int, Path]:
 def _write_game(root: Path, cand: Candidate, walkthrough: list[str]) -> Path:
     """Write the game to a temp dir, then rename it into place (§4.4-7). Returns the trial dir."""
     final = _split_dir(root, cand.split) / cand.task_dir_name / cand.trial_dir_name
-    for part in FORBIDDEN_PATH_PARTS:  # §2.1 / §4.4-4
+    for part in FORBIDDEN_PATH_PARTS:  # docs/alfworld_games.md §2.1
         if part in str(final):
             raise ValueError(f"game path {final} contains {part!r}, which AlfredTWEnv skips; use another root")
     tmp_root = root / ".tmp_synth"
@@ -940,7 +940,7 @@ def _main(argv: list[str] | None = None) -> None:
         _, root, split, seed = argv
         _worker_main(root, split, int(seed))
         return
-    ap = argparse.ArgumentParser(description="Generate offline ALFWorld games (ALFWORLD_OFFLINE_GAMES.md §4).")
+    ap = argparse.ArgumentParser(description="Generate offline ALFWorld games (docs/alfworld_games.md §4).")
     ap.add_argument("root")
     ap.add_argument("split", choices=SPLITS)
     ap.add_argument("n", type=int)

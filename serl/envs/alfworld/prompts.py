@@ -1,6 +1,6 @@
-"""Student prompt templates for ALFWorld (SERL_REFERENCE §8.1, format of §6.1).
+"""Student prompt templates for ALFWorld (docs/reference.md §8.1, format of §6.1).
 
-Each step's prompt is one user message built fresh from the current state (SERL_REFERENCE §1.3):
+Each step's prompt is one user message built fresh from the current state (docs/reference.md §1.3):
 
 * step 0, or ``history_length == 0``: :data:`TEMPLATE_NO_HISTORY` — the expert-agent preamble, the raw
   current observation (at step 0 it contains "Your task is to: ..."), the admissible actions, the format
@@ -49,7 +49,7 @@ EXCLUDED_ACTIONS = ("help",)
 
 
 def format_admissible(admissible: Sequence[str]) -> str:
-    """``['a1'\\n 'a2' ...]`` without ``help`` (SERL_REFERENCE §8.1)."""
+    """``['a1'\\n 'a2' ...]`` without ``help`` (docs/reference.md §8.1)."""
     return "[" + "\n ".join(f"'{a}'" for a in admissible if a not in EXCLUDED_ACTIONS) + "]"
 
 

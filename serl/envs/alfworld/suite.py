@@ -1,6 +1,6 @@
-"""``AlfworldSuite``: the ALFWorld :class:`~serl.envs.base.EnvSuite` (DESIGN.md §5, SERL_REFERENCE §8.1).
+"""``AlfworldSuite``: the ALFWorld :class:`~serl.envs.base.EnvSuite` (docs/design.md §5, docs/reference.md §8.1).
 
-Game source (ALFWORLD_OFFLINE_GAMES.md §6.2):
+Game source (docs/alfworld_games.md §6.2):
 
 1. data root = the ``data_root`` argument, else ``$ALFWORLD_DATA``, else none (§6.2-1);
 2. a split is *official* when ``<data_root>/json_2.1.1/<split>`` holds at least one game that passes the
@@ -15,8 +15,8 @@ Game source (ALFWORLD_OFFLINE_GAMES.md §6.2):
    plans, §6.2-3). Official pools are the whole split, sorted (§6.2-5), and a warning is logged when its
    size differs from the full release (train 3553, valid_seen 140, valid_unseen 134: partial download).
 
-Per-step interface: :meth:`render_prompt` (SERL_REFERENCE §8.1 templates, :mod:`.prompts`),
-:meth:`project_action` (§8.3, 30 fallback characters), :meth:`success_metrics` (success = ``won`` per
+Per-step interface: :meth:`render_prompt` (docs/reference.md §8.1 templates, :mod:`.prompts`),
+:meth:`project_action` (docs/reference.md §8.3, 30 fallback characters), :meth:`success_metrics` (success = ``won`` per
 trajectory, overall and per task type with the full task-type names).
 """
 
@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # serl.types imports torch; not needed at run time here
 
 log = logging.getLogger(__name__)
 
-ALFWORLD_FALLBACK_CHARS = 30  # SERL_REFERENCE §8.3
+ALFWORLD_FALLBACK_CHARS = 30  # docs/reference.md §8.3
 EVAL_SPLITS = ("valid_seen", "valid_unseen")
 OFFICIAL_SIZES = {"train": 3553, "valid_seen": 140, "valid_unseen": 134}  # §6.1 [reported]
 SOURCES = ("official", "generated")
@@ -124,7 +124,7 @@ class AlfworldSuite:
         use_train_pool: False when only the eval pool is played (scripts/eval.py): then official games of the
             eval split suffice, the train split is not needed.
         response_format: ``serl`` (one definition of the action for the env and the token mask) or
-            ``reference`` (the authors' projection, SERL_REFERENCE §8.3); see :func:`project_action`.
+            ``reference`` (the authors' projection, docs/reference.md §8.3); see :func:`project_action`.
     """
 
     name = "alfworld"
@@ -243,7 +243,7 @@ class AlfworldSuite:
 
     def expert_plan(self, game: str) -> list[str]:
         """The game's stored winning command sequence (``walkthrough`` of ``game.tw-pddl``: the PDDL
-        planner's plan for generated games, ALFWORLD_OFFLINE_GAMES.md §2.2/§4.1)."""
+        planner's plan for generated games, docs/alfworld_games.md §2.2/§4.1)."""
         data = json.loads(Path(game).read_text(encoding="utf-8"))
         plan = data.get("walkthrough")
         if not plan:
@@ -260,17 +260,17 @@ class AlfworldSuite:
         observation: str,
         admissible: Sequence[str],
     ) -> str:
-        """Student prompt (SERL_REFERENCE §8.1); see :func:`serl.envs.alfworld.prompts.render_prompt`."""
+        """Student prompt (docs/reference.md §8.1); see :func:`serl.envs.alfworld.prompts.render_prompt`."""
         return _render_prompt(task, history, step_id, observation, admissible, self.history_length)
 
     def project_action(self, response: str) -> tuple[str, bool]:
-        """SERL_REFERENCE §8.3 with the ALFWorld fallback of 30 characters."""
+        """docs/reference.md §8.3 with the ALFWorld fallback of 30 characters."""
         return _project_action(response, ALFWORLD_FALLBACK_CHARS, mode=self.response_format)
 
     def success_metrics(self, trajectories: Sequence[Trajectory]) -> dict[str, float]:
         """``{"success_rate": ..., "<task_type>/success_rate": ...}`` over the given trajectories.
 
-        Success = ``traj.won`` (SERL_REFERENCE §8.1); one key per task type present. Empty input -> {}.
+        Success = ``traj.won`` (docs/reference.md §8.1); one key per task type present. Empty input -> {}.
         """
         if not trajectories:
             return {}
