@@ -31,7 +31,7 @@ from typing import Iterator, NamedTuple, Sequence
 import torch
 
 from serl.policy.logprobs import pad_prompt_response, response_logprobs
-from serl.policy.models import match_trainable, trainable_parameters
+from serl.policy.models import chat_prompt_ids, match_trainable, trainable_parameters
 from serl.types import TeacherContext
 
 TRUNCATION_MARKER = "\n[... middle of the privileged context omitted ...]\n"
@@ -113,11 +113,7 @@ class TeacherScorer:
     # --------------------------------------------------------------------------------------- prompts
     def _render(self, student_prompt: str, context_text: str) -> list[int]:
         user = self.template.format(prompt=student_prompt, privileged_context=context_text)
-        return list(
-            self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": user}], add_generation_prompt=True, tokenize=True, return_dict=False
-            )
-        )
+        return chat_prompt_ids(self.tokenizer, user)  # the student's chat format (§2)
 
     def prompt_ids(self, student_prompt: str, context: TeacherContext) -> list[int] | None:
         """Chat-templated teacher prompt ids, or None if the context cannot fit in ``max_prompt_tokens``."""

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from serl.algo.reweight import token_weights
+from serl.algo.reweight import mixed_multiplier, token_weights
 from serl.tracking import atomic_write_text
 from serl.types import Step, TeacherContext, TrainBatch, Trajectory
 
@@ -83,7 +83,7 @@ def token_factors(batch: TrainBatch, lam: float, weight_clip: float) -> tuple[to
     (:func:`serl.algo.reweight.token_weights`) and ``(1 − λ) + λ·w``, the factor on the advantage of a
     selected token (exactly 1 where ``A = 0``, since then ``w = 1``)."""
     _, w = token_weights(batch.advantages, batch.old_logprobs, batch.teacher_logprobs, weight_clip)
-    return w, (1.0 - lam) + lam * w
+    return w, mixed_multiplier(w, lam)
 
 
 def build_records(

@@ -74,10 +74,6 @@ class DecaySchedule(ABC):
     def _value(self, u: int) -> float:
         """λ at ``u`` completed training steps (``u`` already validated)."""
 
-    def active(self, step: int) -> bool:
-        """True iff λ(step) > 0, i.e. the teacher has any effect at this step."""
-        return self(step) > 0.0
-
     @property
     @abstractmethod
     def zero_from(self) -> int | None:

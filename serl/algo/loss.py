@@ -110,10 +110,14 @@ def token_entropy(logits: Tensor) -> Tensor:
         raise ValueError(f"logits must be a tensor [N, T, V] with V >= 1, got {shape}")
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
-    logp = torch.log_softmax(logits, dim=-1)
+    return entropy_from_logprobs(torch.log_softmax(logits, dim=-1))
+
+
+def entropy_from_logprobs(logp: Tensor) -> Tensor:
+    """``H = −Σ_v p_v log p_v`` over the last axis of log-probabilities ``[..., V]`` → ``[...]``, with
+    0·log 0 := 0 (a token of probability 0 adds nothing, where ``exp(-inf) * -inf`` would give NaN)."""
     p = logp.exp()
-    finite_logp = torch.where(p > 0, logp, torch.zeros_like(logp))  # 0·log 0 := 0
-    return -(p * finite_logp).sum(dim=-1)
+    return -(p * torch.where(p > 0, logp, torch.zeros_like(logp))).sum(dim=-1)
 
 
 def ppo_clip_loss(

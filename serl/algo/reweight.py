@@ -62,6 +62,12 @@ def token_weights(
     return delta, torch.clamp(torch.exp(u), 1.0 - weight_clip, 1.0 + weight_clip)
 
 
+def mixed_multiplier(w: Tensor, lam: float) -> Tensor:
+    """The factor on a selected token's advantage, ``(1 − λ) + λ·w`` (§5.2): λ mixes the teacher's weight
+    ``w`` with plain GRPO's 1."""
+    return (1.0 - lam) + lam * w
+
+
 def serl_reweight(
     advantages: Tensor,
     student_logprobs: Tensor,
@@ -123,7 +129,7 @@ def serl_reweight(
         new_adv = adv * resp_f  # λ = 0 ⇒ exactly A·response_mask (plain GRPO, §1.8)
     else:
         # §5.2: Ã_t = A_t·((1 − λ) + λ·w_t) if sel_t, A_t otherwise
-        new_adv = torch.where(sel, adv * ((1.0 - lam) + lam * w), adv)
+        new_adv = torch.where(sel, adv * mixed_multiplier(w, lam), adv)
         new_adv = new_adv * resp_f  # §5.2: Ã_t *= response_mask_t
 
     # §5.3 metrics

@@ -8,9 +8,9 @@ rollout worker and the trainer use without knowing which family it is:
   options={"game": game_id})`` loads that game; ``info`` always carries ``admissible_commands``
   (list[str]), ``won`` (bool), ``task`` (task sentence), ``task_type`` and ``game``. Rewards are the
   reference's training rewards (docs/reference.md §1.4: 10 on the winning step, else 0).
-* ``train_games(n, seed)`` / ``eval_games(n, seed)`` return game ids from disjoint pools, sampled with
-  ``seed``; ``pool(split)`` is a whole pool (``"train"`` or ``eval_split``), which evaluation
-  (:mod:`serl.evaluation`) plays in sorted order so that every evaluation sees the same games.
+* ``train_games(n, seed)`` returns training game ids sampled with ``seed``; ``pool(split)`` is a whole pool
+  (``"train"`` or ``eval_split``, disjoint), which evaluation (:mod:`serl.evaluation`) plays in sorted order so
+  that every evaluation sees the same games.
 * ``render_prompt(...)`` is the student prompt template (docs/reference.md §8.1); ``project_action(text)``
   the action projection and validity rule (§8.3).
 * ``success_metrics(trajectories)`` gives success overall and per task type (§8.1).
@@ -36,8 +36,6 @@ class EnvSuite(Protocol):
     def make_env(self, max_episode_steps: int | None = None) -> gym.Env: ...
 
     def train_games(self, n: int, seed: int) -> list[str]: ...
-
-    def eval_games(self, n: int, seed: int) -> list[str]: ...
 
     def pool(self, split: str) -> list[str]: ...
 

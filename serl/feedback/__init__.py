@@ -35,23 +35,7 @@ from serl.feedback.none import NoFeedback
 from serl.feedback.state_diff import NO_CHANGE, StateDiffFeedback
 from serl.feedback.success import SuccessfulTrajectory
 
-#: option name → class (the ``name`` attribute of each class) of the single sources.
-FEEDBACK_SOURCES: dict[str, type[FeedbackSource]] = {
-    cls.name: cls
-    for cls in (
-        NoFeedback,
-        ImmediateFeedback,
-        StateDiffFeedback,
-        NextObservation,
-        FutureTrajectory,
-        SuccessfulTrajectory,
-        CurrentTrajectory,
-        TrajectoryJudge,
-    )
-}
-
 __all__ = [
-    "FEEDBACK_SOURCES",
     "NO_CHANGE",
     "AllOf",
     "CurrentTrajectory",

@@ -15,13 +15,9 @@ from serl.insertion.anchor import ANCHOR_KEYS, CANDIDATES_TITLE, LAYOUTS, Anchor
 from serl.insertion.base import FeedbackLike, Insertion
 from serl.insertion.step import StepInsertion
 
-#: option name → class; extended as options are added.
-INSERTIONS: dict[str, type[Insertion]] = {cls.name: cls for cls in (StepInsertion, AnchorInsertion)}
-
 __all__ = [
     "ANCHOR_KEYS",
     "CANDIDATES_TITLE",
-    "INSERTIONS",
     "LAYOUTS",
     "AnchorInsertion",
     "FeedbackLike",

@@ -17,6 +17,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from serl.algo.loss import entropy_from_logprobs
+
 
 def pad_prompt_response(
     prompts: Sequence[Sequence[int]],
@@ -67,15 +69,21 @@ def _supports_logits_to_keep(model) -> bool:
         return False
 
 
+def tempered_log_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``log_softmax(logits / temperature)`` over the last axis, in float32: the sampling distribution whose
+    log-probs the rollout records and the learner recomputes (§1.6)."""
+    return F.log_softmax(logits.float() / temperature, dim=-1)
+
+
 def _token_logprobs(
     logits: torch.Tensor, targets: torch.Tensor, temperature: float, with_entropy: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``logits [n, T, V]``, ``targets [n, T]`` → log-probs ``[n, T]`` (and entropy ``[n, T]``) in float32."""
-    logp = F.log_softmax(logits.float() / temperature, dim=-1)
+    logp = tempered_log_softmax(logits, temperature)
     lp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     ent = None
     if with_entropy:
-        ent = -(logp.exp() * logp).sum(-1)
+        ent = entropy_from_logprobs(logp)
     return lp, ent
 
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from serl.policy.logprobs import pad_prompt_response, tempered_log_softmax
 from serl.policy.models import eos_token_ids
 from serl.rollout.base import Generation, check_generate_args
 
@@ -52,7 +52,7 @@ class _BehaviourLogprobs:
             raise RuntimeError(f"behaviour log-prob capture out of sync (step {step}, {len(self.out)} captured)")
         if self.prev is not None:
             self._gather_prev(input_ids[:, -1])
-        self.prev = F.log_softmax(scores.float() / self.temperature, dim=-1)
+        self.prev = tempered_log_softmax(scores, self.temperature)
         return scores
 
     def finish(self, new_ids: torch.Tensor) -> torch.Tensor:
@@ -98,11 +98,7 @@ class HFGenerator:
         greedy = temperature <= 0
         device = next(self.model.parameters()).device
         n, P = len(prompts), max(len(p) for p in prompts)
-        input_ids = torch.full((n, P), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((n, P), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            input_ids[i, P - len(p) :] = torch.as_tensor(p, dtype=torch.long)
-            attention_mask[i, P - len(p) :] = 1
+        input_ids, attention_mask, _ = pad_prompt_response(prompts, [[] for _ in prompts], self.pad_id)  # left-padded
 
         if seed is not None:
             torch.manual_seed(seed)

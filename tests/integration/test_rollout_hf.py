@@ -69,8 +69,6 @@ class _ToySuite:
     def train_games(self, n, seed):
         return [f"g{i + 1}" for i in range(n)]
 
-    eval_games = train_games
-
     def success_metrics(self, trajectories):
         return {"success_rate": sum(t.won for t in trajectories) / max(1, len(trajectories))}
 

@@ -18,7 +18,7 @@ def test_reference_linear_values():
     assert lam(50 - 1) == pytest.approx(0.01, abs=1e-12)
     assert lam(51 - 1) == 0.0
     assert lam(1000) == 0.0
-    assert lam.active(49) and not lam.active(50)
+    assert (lam(49) > 0) and not (lam(50) > 0)
     assert lam.zero_from == 50
 
 
@@ -27,16 +27,16 @@ def test_linear_hand_values_and_no_decay():
     assert [lam(u) for u in range(6)] == pytest.approx([0.8, 0.6, 0.4, 0.2, 0.0, 0.0])
     const = LinearDecay(0.3, 0)  # K = 0: no decay
     assert const(0) == const(10_000) == 0.3
-    assert const.zero_from is None and const.active(10_000)
+    assert const.zero_from is None and (const(10_000) > 0)
     zero = LinearDecay(0.0, 50)
-    assert zero(0) == 0.0 and not zero.active(0) and zero.zero_from == 0
+    assert zero(0) == 0.0 and not (zero(0) > 0) and zero.zero_from == 0
 
 
 def test_constant():
     lam = ConstantDecay(0.5)
     assert lam(0) == lam(123) == 0.5
-    assert lam.active(123) and lam.zero_from is None
-    assert ConstantDecay(0.0).zero_from == 0 and not ConstantDecay(0.0).active(0)
+    assert (lam(123) > 0) and lam.zero_from is None
+    assert ConstantDecay(0.0).zero_from == 0 and not (ConstantDecay(0.0)(0) > 0)
 
 
 def test_cosine_hand_values():
@@ -45,7 +45,7 @@ def test_cosine_hand_values():
     expected = [0.5, 0.25 * (1 + c), 0.25, 0.25 * (1 - c), 0.0, 0.0]
     assert [lam(u) for u in range(6)] == pytest.approx(expected)
     assert lam(4) == 0.0 and lam(100) == 0.0
-    assert lam.active(3) and not lam.active(4) and lam.zero_from == 4
+    assert (lam(3) > 0) and not (lam(4) > 0) and lam.zero_from == 4
 
 
 def test_exponential_hand_values():
@@ -54,10 +54,10 @@ def test_exponential_hand_values():
     assert lam(1) == pytest.approx(0.4 / math.sqrt(2))
     assert lam(2) == pytest.approx(0.2)
     assert lam(4) == pytest.approx(0.1)
-    assert lam.zero_from is None and lam.active(40)
+    assert lam.zero_from is None and (lam(40) > 0)
     cut = ExponentialDecay(0.4, half_life=2.0, horizon=5)
     assert cut(4) == pytest.approx(0.1) and cut(5) == 0.0 and cut(6) == 0.0
-    assert cut.zero_from == 5 and not cut.active(5)
+    assert cut.zero_from == 5 and not (cut(5) > 0)
 
 
 def test_step_hand_values():
@@ -86,7 +86,6 @@ def test_values_in_range_monotone_and_consistent(schedule):
     values = [schedule(u) for u in range(120)]
     assert all(0.0 <= v <= schedule.lambda0 for v in values)
     assert all(a >= b for a, b in zip(values, values[1:]))
-    assert [schedule.active(u) for u in range(120)] == [v > 0 for v in values]
     if schedule.zero_from is not None:
         assert all(v == 0.0 for v in values[schedule.zero_from :])
         assert values[schedule.zero_from - 1] > 0
@@ -131,4 +130,4 @@ def test_bad_step():
     with pytest.raises(ValueError, match="step must be an integer >= 0"):
         lam(1.5)
     with pytest.raises(ValueError, match="step must be an integer >= 0"):
-        lam.active(-3)
+        lam(-3)

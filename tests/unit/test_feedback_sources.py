@@ -16,7 +16,6 @@ import pytest
 
 from serl.build import validate
 from serl.feedback import (
-    FEEDBACK_SOURCES,
     AllOf,
     CurrentTrajectory,
     FeedbackSource,
@@ -64,10 +63,9 @@ def every_step(group, source) -> list[list[str | None]]:
 
 
 def test_attributes():
-    assert {k: FEEDBACK_SOURCES[k] for k in ("next_obs", "future", "success", "current")} == {
-        "next_obs": NextObservation, "future": FutureTrajectory, "success": SuccessfulTrajectory,
-        "current": CurrentTrajectory,
-    }
+    names = {cls: cls.name for cls in (NextObservation, FutureTrajectory, SuccessfulTrajectory, CurrentTrajectory)}
+    assert names == {NextObservation: "next_obs", FutureTrajectory: "future", SuccessfulTrajectory: "success",
+                     CurrentTrajectory: "current"}
     assert NextObservation.title == "next observation after the current step:"
     assert FutureTrajectory.title == "Observed future trajectory of the current step:"
     assert SuccessfulTrajectory.title == "Successful trajectory in the same task, if any:"

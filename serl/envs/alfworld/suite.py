@@ -231,10 +231,6 @@ class AlfworldSuite:
         """``n`` training game paths (repeats only when ``n`` exceeds the pool)."""
         return self._sample(self.pool("train"), n, seed)
 
-    def eval_games(self, n: int, seed: int) -> list[str]:
-        """``n`` evaluation game paths from ``eval_split`` (disjoint from the training pool)."""
-        return self._sample(self.pool(self.eval_split), n, seed)
-
     def make_env(self, max_episode_steps: int | None = None) -> AlfworldTextEnv:
         """A fresh env capped at ``max_episode_steps`` (default ``max_turns``); ``reset()`` without a game
         option draws from the training pool (built lazily)."""
