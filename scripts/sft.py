@@ -1,6 +1,6 @@
 """Warm-start a policy by supervised fine-tuning on expert demonstrations (docs/design.md §5 "Warm start").
 
-    python scripts/sft.py                                   # SmolLM2-135M + LoRA r=16 on 32 generated games
+    python scripts/sft.py                                   # SmolLM2-135M + LoRA r=16 on 40 generated pick-and-place games
     python scripts/sft.py lora=null lr=1e-5                 # full fine-tuning
     python scripts/sft.py adapter_dir=serl/policy/warmstart_adapters/smollm2-135m-sft   # = make warmstart
     python scripts/train.py model.path=<run>/model          # RL from the warm-started folder
@@ -102,7 +102,7 @@ def adapter_readme(cfg: DictConfig, command: str, summary: dict) -> str:
         f"- seed: {cfg.seed}\n"
         f"- base model: {cfg.model.path}\n"
         f"- games: {cfg.n_games} training games of env={cfg.env.name} (source: {summary['env_source']}, "
-        f"game seed {cfg.env.get('seed', None)})\n"
+        f"game seed {cfg.env.get('seed', None)}, task types {cfg.env.get('task_types', None) or 'all'})\n"
         f"- search detours per game: 0..{cfg.max_detours}\n"
         f"- demonstrations: {int(summary['n_demos'])}, epochs: {cfg.epochs}, lr: {cfg.lr}, batch size: {cfg.batch_size}\n"
         f"- lora: {json.dumps(lora)}\n"
