@@ -293,16 +293,16 @@ class Trainer:
 
         # 3-5. insertion + feedback -> teacher log-probs on the action tokens, while λ > 0 (§2-§4)
         synced = self.teacher is not None and self.teacher.maybe_sync(self.model, u)
-        teacher = None
+        scores = None  # the teacher's log-probs, while λ > 0
         if lam > 0:
             progress.phase(u + 1, "teacher scoring")
             with timer("teacher"):
-                contexts, teacher, feedback_metrics = self._teacher_pass(trajectories, steps, advantages)
+                contexts, scores, feedback_metrics = self._teacher_pass(trajectories, steps, advantages)
 
         # 6. learner update (SERL's reweighted advantage, §5.2), then the new weights go to the rollout backend
         progress.phase(u + 1, f"policy update on {len(steps)} step samples")
         with timer("update"):
-            lp, has = (teacher.logprobs, teacher.has_context) if teacher is not None else (None, None)
+            lp, has = (scores.logprobs, scores.has_context) if scores is not None else (None, None)
             batch = collate(steps, advantages, masks, self.pad_id, lp, has)
             metrics = self.learner.update(batch, lam)
         assert_finite(trainable_state(self.model), f"the policy after training step {u + 1} (nothing of it was saved)")
@@ -314,9 +314,9 @@ class Trainer:
         metrics.update(episode_metrics(trajectories, steps, self.suite.success_metrics(trajectories)))
         metrics.update(advantage_metrics(advantages))
         metrics.update(rollout_metrics(rollout.stats, steps))
-        metrics.update(self._teacher_metrics(lam, synced, teacher))
-        if teacher is not None:
-            metrics.update(serl_metrics(contexts, teacher.has_context, masks))
+        metrics.update(self._teacher_metrics(lam, synced, scores))
+        if scores is not None:
+            metrics.update(serl_metrics(contexts, scores.has_context, masks))
             metrics.update(feedback_metrics)
             if self.s.teacher_log.due(self.step):
                 metrics.update(self._teacher_log(batch, advantages, steps, owners, contexts, lam))
