@@ -504,24 +504,18 @@ def run_contenders(
 
 # -------------------------------------------------------------------------------------------- setup
 def learner_settings(cfg, args: argparse.Namespace) -> dict[str, Any]:
-    """The Learner's keyword arguments from the config (as serl.build makes them) and the CLI overrides."""
-    a, lr = cfg.algorithm, cfg.learner
-    return {
-        "lr": float(lr.lr),
-        "betas": tuple(float(b) for b in lr.betas),
-        "weight_decay": float(lr.weight_decay),
-        "grad_clip": float(lr.grad_clip),
-        "mini_batch_size": int(args.mini_batch_size or lr.mini_batch_size),
-        "micro_batch_size": int(args.micro_batch_size or lr.micro_batch_size),
-        "ppo_epochs": int(lr.ppo_epochs),
-        "clip_low": float(a.clip_low),
-        "clip_high": float(a.clip_high),
-        "clip_c": float(a.clip_c),
-        "entropy_coef": float(a.entropy_coef if args.entropy_coef is None else args.entropy_coef),
-        "weight_clip": float(a.weight_clip),
-        "temperature": float(cfg.rollout.temperature),
-        "student_logprob": str(a.student_logprob),
-    }
+    """The Learner's keyword arguments: the config's ``learner`` node (what serl.build completes with the
+    model), with the CLI overrides."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.to_container(cfg.learner, resolve=True)
+    settings = {k: v for k, v in node.items() if k not in ("_target_", "_partial_")}
+    settings["betas"] = tuple(settings["betas"])
+    for key in ("mini_batch_size", "micro_batch_size"):
+        settings[key] = getattr(args, key) or settings[key]
+    if args.entropy_coef is not None:
+        settings["entropy_coef"] = args.entropy_coef
+    return settings
 
 
 def setup(args: argparse.Namespace, log) -> dict[str, Any]:

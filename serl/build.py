@@ -73,7 +73,8 @@ def _check(cfg: DictConfig, kind: str) -> dict[str, Any]:
 
 def validate(cfg: DictConfig) -> dict[str, Any]:
     """Check a training config (``conf/train.yaml``) before any model loads; return the group options built
-    on the way (``env``, ``decay``, ``feedback``, ``insertion``). Raises :class:`ConfigError`."""
+    on the way (``env``, ``decay``, ``feedback``, ``insertion``; ``learner`` and ``teacher`` as partials:
+    ``learner(model)``, ``teacher(model, tokenizer)``). Raises :class:`ConfigError`."""
     return _check(cfg, "train")
 
 
@@ -219,18 +220,13 @@ def build_worker(cfg: DictConfig, model: Any, tokenizer: Any, suite: Any, model_
     :func:`build_generator`; ``model_path`` is the folder the policy was loaded from)."""
     from serl.rollout.base import RolloutWorker
 
-    r = cfg.rollout
+    r = OmegaConf.to_container(cfg.rollout, resolve=True)
     return RolloutWorker(
         build_generator(cfg, model, tokenizer, model_path),
         tokenizer,
         suite,
-        max_new_tokens=int(r.max_new_tokens),
-        temperature=float(r.temperature),
-        top_p=float(r.top_p),
-        max_prompt_tokens=int(r.max_prompt_tokens),
-        env_processes=int(cfg.env_workers.processes),
-        env_timeout_s=float(cfg.env_workers.timeout_s),
-        env_retries=int(cfg.env_workers.retries),
+        **{k: r[k] for k in ("max_new_tokens", "temperature", "top_p", "max_prompt_tokens")},
+        **{f"env_{k}": v for k, v in OmegaConf.to_container(cfg.env_workers, resolve=True).items()},
     )
 
 
@@ -270,8 +266,6 @@ def eval_game_list(suite: Any, n_games: int, key: str) -> list[str]:
 def build_trainer(cfg: DictConfig, run_dir: str | Path):
     """Validate, then build every component; returns a ready :class:`~serl.trainer.Trainer`."""
     from serl.evaluation import EvalSettings
-    from serl.learner import Learner
-    from serl.teacher import TeacherScorer
     from serl.teacher_log import TeacherLogSettings
     from serl.trainer import Trainer, TrainerSettings
 
@@ -281,45 +275,16 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path):
     setup_runtime(cfg)
 
     suite = build_suite(cfg)
+    c = OmegaConf.to_container(cfg, resolve=True)  # validated: every value has its type
     evaluation = None
-    if int(cfg.eval_every) > 0:
-        e = cfg.eval
-        evaluation = EvalSettings(
-            n_games=int(e.n_games), temperature=float(e.temperature), max_turns=int(e.max_turns), seed=int(e.seed)
-        )
+    if c["eval_every"] > 0:
+        evaluation = EvalSettings(**{k: c["eval"][k] for k in ("n_games", "temperature", "max_turns", "seed")})
         eval_game_list(suite, evaluation.n_games, "eval.n_games")  # a too-small eval pool fails now, not after step 1
     model, tokenizer, source = build_policy(cfg)
 
-    a, r, lr = cfg.algorithm, cfg.rollout, cfg.learner
     worker = build_worker(cfg, model, tokenizer, suite, source.path)
-    learner = Learner(
-        model,
-        lr=float(lr.lr),
-        betas=tuple(lr.betas),
-        weight_decay=float(lr.weight_decay),
-        grad_clip=float(lr.grad_clip),
-        mini_batch_size=int(lr.mini_batch_size),
-        micro_batch_size=int(lr.micro_batch_size),
-        ppo_epochs=int(lr.ppo_epochs),
-        clip_low=float(a.clip_low),
-        clip_high=float(a.clip_high),
-        clip_c=float(a.clip_c),
-        entropy_coef=float(a.entropy_coef),
-        weight_clip=float(a.weight_clip),
-        temperature=float(r.temperature),
-        student_logprob=str(a.student_logprob),
-    )
-    teacher = None
-    if bool(a.teacher) and parts["feedback"].enabled:
-        teacher = TeacherScorer(
-            model,
-            tokenizer,
-            sync_interval=int(a.teacher_sync_interval),
-            max_prompt_tokens=int(a.teacher_max_prompt_tokens),
-            privileged_template=str(a.privileged_template),
-            temperature=float(r.temperature),
-            micro_batch_size=int(lr.micro_batch_size),
-        )
+    learner = parts["learner"](model)
+    teacher = parts["teacher"](model, tokenizer) if cfg.algorithm.teacher and parts["feedback"].enabled else None
 
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     tracker = build_tracker(
@@ -329,27 +294,12 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path):
         job_type="train",
     )
     settings = TrainerSettings(
-        steps=int(cfg.steps),
-        n_tasks=int(cfg.n_tasks),
-        group_size=int(cfg.group_size),
-        seed=int(cfg.seed),
+        **{k: c[k] for k in ("steps", "n_tasks", "group_size", "seed", "save_every", "keep_last", "resume", "eval_every")},
+        **{k: c["algorithm"][k] for k in ("advantage", "trajectory_value", "response_format", "norm_by_std", "invalid_penalty")},
         run_dir=run_dir,
-        save_every=int(cfg.save_every),
-        keep_last=int(cfg.keep_last),
-        advantage=str(a.advantage),
-        trajectory_value=str(a.trajectory_value),
-        response_format=str(a.response_format),
-        norm_by_std=bool(a.norm_by_std),
-        invalid_penalty=float(a.invalid_penalty),
-        resume=str(cfg.resume) if cfg.resume else None,
-        eval_every=int(cfg.eval_every),
-        eval_at_start=bool(cfg.eval.at_start),
+        eval_at_start=c["eval"]["at_start"],
         evaluation=evaluation,
-        teacher_log=TeacherLogSettings(
-            every=int(cfg.teacher_log.every),
-            max_samples=int(cfg.teacher_log.max_samples),
-            max_chars=int(cfg.teacher_log.max_chars),
-        ),
+        teacher_log=TeacherLogSettings(**c["teacher_log"]),
         extra_summary={
             "run_name": str(cfg.run_name),
             "model_path": source.path,

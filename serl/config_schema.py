@@ -3,7 +3,7 @@
 One rule set, checked before any model or game loads (:func:`serl.build.validate` and friends call
 :func:`check_config` on the resolved config):
 
-* **Plain sections** (top-level knobs, ``model``, ``rollout``, ``algorithm``, ``learner``, ``eval``,
+* **Plain sections** (top-level knobs, ``model``, ``rollout``, ``algorithm``, ``eval``,
   ``teacher_log``, ``logger``, SFT knobs) are pydantic models below: unknown keys are errors, booleans are
   ``true``/``false`` only, integers are integers (no floats, no booleans, at most :data:`INT_MAX`), floats
   are finite numbers, strings are non-empty strings, lists have their length, and every range lives next
@@ -13,6 +13,9 @@ One rule set, checked before any model or game loads (:func:`serl.build.validate
   signature and type hints (``float`` = finite number, ``int`` = integer, ``bool`` = true/false, ``str`` =
   non-empty string, ``X | None``, ``Sequence[X]``, ...), then the constructor runs and checks its own ranges
   (λ0 in [0, 1], anchor keys ...). A new option is one module + one YAML; nothing here changes.
+* **Nodes with ``_partial_: true``** (``learner``, ``teacher``: their constructors need the policy model) are
+  checked the same way from the signature, whose hints carry the ranges (:mod:`serl.knobs`), and come back
+  as ``functools.partial`` objects that :mod:`serl.build` completes once the model is loaded.
 * **Cross-key rules** (vLLM installed and its budget, SFT batch sizes, ``resume`` exists, extra LoRA keys)
   are the ``_check_*`` functions at the end.
 
@@ -24,20 +27,22 @@ be a float in [0, 1], got 1.5 (key: decay.lambda0)``.
 import collections.abc as cabc
 import contextlib
 import difflib
+import functools
 import importlib
 import inspect
 import logging
 import os
 import re
-import string
 import types
 import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 from annotated_types import Ge, Gt, Le, Lt, MinLen
-from pydantic import AfterValidator, AllowInfNan, BaseModel, ConfigDict, Field, InstanceOf, Strict, TypeAdapter
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, InstanceOf, Strict, TypeAdapter
 from pydantic import ValidationError
+
+from serl.knobs import Count, DualClip, NonNegativeFloat, PrivilegedTemplate, StudentLogprob, UnitFloat
 
 __all__ = ["ConfigError", "INT_MAX", "check_config", "SCHEMAS"]
 
@@ -92,24 +97,43 @@ Device = Annotated[
 ]
 
 
-def _template_fields(template: str) -> str:
-    try:
-        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-    except ValueError as e:
-        raise ValueError(f"not a format string ({e})") from None
-    missing = sorted({"prompt", "privileged_context"} - fields)
-    extra = sorted(fields - {"prompt", "privileged_context"})
-    if missing or extra:
-        raise ValueError(f"missing {missing}, unknown fields {extra}" if extra else f"missing {missing}")
-    return template
+_SEQUENCES = {list, tuple, set, frozenset, cabc.Sequence, cabc.MutableSequence, cabc.Iterable, cabc.Collection,
+              cabc.Set, cabc.Iterator}
+_MAPPINGS = {dict, cabc.Mapping, cabc.MutableMapping}
 
 
-PrivilegedTemplate = Annotated[
-    str,
-    Strict(),
-    AfterValidator(_template_fields),
-    Rule("a string with the fields {prompt} and {privileged_context} and no others (write {{ }} for literal braces)"),
-]
+def translate(hint: Any) -> Any:
+    """A constructor's type hint as a strict pydantic type (see the module docstring)."""
+    if hint is inspect.Parameter.empty or hint is Any:
+        return Any
+    if hint is None or hint is type(None):
+        return type(None)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        return Annotated[(translate(args[0]), *args[1:])]
+    if hint is bool:
+        return Bool
+    if hint is int:
+        return Annotated[int, Strict(), Ge(-INT_MAX), Le(INT_MAX)]
+    if hint is float:
+        return Float()
+    if hint is str:
+        return Str
+    if origin in (Union, types.UnionType):
+        return Union[tuple(translate(a) for a in args)]
+    if origin is Literal:
+        return hint
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        return tuple[tuple(translate(a) for a in args)]
+    if origin in _SEQUENCES or hint in _SEQUENCES:
+        return list[translate(args[0])] if args else list
+    if origin in _MAPPINGS or hint in _MAPPINGS:
+        return dict[translate(args[0]), translate(args[1])] if args else dict
+    if any(isinstance(t, type) and issubclass(t, os.PathLike) for t in (hint, origin)):
+        return Str  # a path is written as a string in YAML
+    if isinstance(hint, type) and hint.__module__ != "builtins":
+        return InstanceOf[hint]
+    return Any
 
 
 class Section(BaseModel):
@@ -185,28 +209,17 @@ class AlgorithmSection(Section):
     response_format: Literal["serl", "reference"] = "serl"
     norm_by_std: Bool
     invalid_penalty: Float(ge=0)
-    clip_low: Float(ge=0, lt=1)
-    clip_high: Float(ge=0)
-    clip_c: Float(gt=1, note="dual-clip bound")
-    entropy_coef: Float(ge=0)
-    weight_clip: Float(ge=0)
-    student_logprob: Literal["old", "current"]
-    teacher_sync_interval: Int(ge=1)
-    teacher_max_prompt_tokens: Int(ge=1)
-    privileged_template: PrivilegedTemplate
-
-
-Beta = Float(ge=0, lt=1)
-
-
-class LearnerSection(Section):
-    lr: Float(gt=0)
-    betas: tuple[Beta, Beta]
-    weight_decay: Float(ge=0)
-    grad_clip: Float(gt=0)
-    mini_batch_size: Int(ge=1)
-    micro_batch_size: Int(ge=1)
-    ppo_epochs: Int(ge=1)
+    # the loss's and the teacher's knobs: conf/train.yaml's `learner` and `teacher` nodes pass them on
+    # (${algorithm.<key>}); their rules are the constructors' (serl.knobs), checked here where they are set
+    clip_low: translate(UnitFloat)
+    clip_high: translate(NonNegativeFloat)
+    clip_c: translate(DualClip)
+    entropy_coef: translate(NonNegativeFloat)
+    weight_clip: translate(NonNegativeFloat)
+    student_logprob: StudentLogprob
+    teacher_sync_interval: translate(Count)
+    teacher_max_prompt_tokens: translate(Count)
+    privileged_template: translate(PrivilegedTemplate)
 
 
 class EvalKnobs(Section):
@@ -262,7 +275,8 @@ class TrainConfig(RunConfig):
     feedback: Option
     insertion: Option
     decay: Option
-    learner: LearnerSection
+    learner: Option
+    teacher: Option
     eval: EvalSection
     teacher_log: TeacherLogSection
 
@@ -486,45 +500,6 @@ def locate(path: str) -> Any:
     return importlib.import_module(path)
 
 
-_SEQUENCES = {list, tuple, set, frozenset, cabc.Sequence, cabc.MutableSequence, cabc.Iterable, cabc.Collection,
-              cabc.Set, cabc.Iterator}
-_MAPPINGS = {dict, cabc.Mapping, cabc.MutableMapping}
-
-
-def translate(hint: Any) -> Any:
-    """A constructor's type hint as a strict pydantic type (see the module docstring)."""
-    if hint is inspect.Parameter.empty or hint is Any:
-        return Any
-    if hint is None or hint is type(None):
-        return type(None)
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Annotated:
-        return Annotated[(translate(args[0]), *args[1:])]
-    if hint is bool:
-        return Bool
-    if hint is int:
-        return Annotated[int, Strict(), Ge(-INT_MAX), Le(INT_MAX)]
-    if hint is float:
-        return Float()
-    if hint is str:
-        return Str
-    if origin in (Union, types.UnionType):
-        return Union[tuple(translate(a) for a in args)]
-    if origin is Literal:
-        return hint
-    if origin is tuple and args and args[-1] is not Ellipsis:
-        return tuple[tuple(translate(a) for a in args)]
-    if origin in _SEQUENCES or hint in _SEQUENCES:
-        return list[translate(args[0])] if args else list
-    if origin in _MAPPINGS or hint in _MAPPINGS:
-        return dict[translate(args[0]), translate(args[1])] if args else dict
-    if any(isinstance(t, type) and issubclass(t, os.PathLike) for t in (hint, origin)):
-        return Str  # a path is written as a string in YAML
-    if isinstance(hint, type) and hint.__module__ != "builtins":
-        return InstanceOf[hint]
-    return Any
-
-
 @dataclass
 class _Signature:
     params: dict[str, inspect.Parameter]
@@ -541,7 +516,7 @@ def _signature(target: Any) -> _Signature:
         sig = inspect.signature(target)
         init = target.__init__ if isinstance(target, type) else target
         try:
-            hints = typing.get_type_hints(init)
+            hints = typing.get_type_hints(init, include_extras=True)  # keep the ranges (serl.knobs)
         except Exception:  # an unresolvable hint: check that parameter's type in the constructor only
             hints = {}
         params = {n: p for n, p in sig.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
@@ -598,8 +573,14 @@ def build_option(node: dict, path: str, label: str, origin: Origin | None = None
 
     ``path`` is its dotted key (``feedback.parts.success``), ``label`` the top-level ``group=option`` that
     prefixes every message. Nested options (any mapping with ``_target_``) are built first, depth first.
+    With ``_partial_: true`` the values are checked against the signature's type hints (which carry the
+    ranges, :mod:`serl.knobs`) and a ``functools.partial`` is returned: the caller supplies the missing
+    arguments (the policy model, its tokenizer) once they exist.
     """
     target_path = node.get("_target_")
+    partial = node.get("_partial_", False)
+    if not isinstance(partial, bool):
+        raise ConfigError(f"{label}: _partial_ must be true or false, got {_show(partial)} (key: {path}._partial_)")
     try:
         target = locate(target_path)
         sig = _signature(target)
@@ -614,10 +595,10 @@ def build_option(node: dict, path: str, label: str, origin: Origin | None = None
                           f"(key: {path}.name)")
     kwargs: dict[str, Any] = {}
     for key, value in node.items():
-        if key == "_target_" or (key == "name" and "name" not in sig.params):
+        if key in ("_target_", "_partial_") or (key == "name" and "name" not in sig.params):
             continue
         if key not in sig.params and not sig.var_kwargs:
-            allowed = list(sig.params)
+            allowed = [n for n, p in sig.params.items() if not partial or p.default is not inspect.Parameter.empty]
             close = _closest(key, allowed)
             hint = f" (did you mean {path}.{close[0]}?)" if close else ""
             raise ConfigError(_one_line(
@@ -634,7 +615,7 @@ def build_option(node: dict, path: str, label: str, origin: Origin | None = None
                      for i, v in enumerate(value)]
         kwargs[key] = value
     for pname, p in sig.params.items():
-        if p.default is inspect.Parameter.empty and pname not in kwargs:
+        if p.default is inspect.Parameter.empty and pname not in kwargs and not partial:
             raise ConfigError(_one_line(
                 f"{label}: {path}.{pname} is missing: {pname} must be {describe(sig.types[pname])}"
             ))
@@ -647,6 +628,8 @@ def build_option(node: dict, path: str, label: str, origin: Origin | None = None
                 raise ConfigError(_one_line(
                     f"{label}: {key} must be {rule}, got {_show(value)} (key: {path}.{key}){_from(origin, f'{path}.{key}')}"
                 )) from None
+    if partial:
+        return functools.partial(target, **kwargs)
     try:
         with _quiet(getattr(target, "__module__", "") or ""):
             return target(**kwargs)

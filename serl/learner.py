@@ -20,35 +20,40 @@ reference cuts them in arrival order (a deviation in grouping only: the same row
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import get_args
 
 import torch
 
 from serl.algo.loss import ppo_clip_loss
 from serl.algo.reweight import serl_reweight
+from serl.knobs import Count, DualClip, NonNegativeFloat, PositiveFloat, StudentLogprob, UnitFloat
 from serl.policy.logprobs import response_logprobs
 from serl.types import TrainBatch
 
-STUDENT_LOGPROB_CHOICES = ("old", "current")
+STUDENT_LOGPROB_CHOICES = get_args(StudentLogprob)
 
 
 class Learner:
+    """Built from the ``learner`` node of conf/train.yaml (``_partial_``, completed with the policy by
+    serl.build); the hints are the knobs' rules, checked before any model loads (:mod:`serl.knobs`)."""
+
     def __init__(
         self,
         model: torch.nn.Module,
-        lr: float = 1e-6,
-        betas: tuple[float, float] = (0.9, 0.999),
-        weight_decay: float = 0.01,
-        grad_clip: float = 1.0,
-        mini_batch_size: int = 256,
-        micro_batch_size: int = 32,
-        ppo_epochs: int = 1,
-        clip_low: float = 0.2,
-        clip_high: float = 0.2,
-        clip_c: float = 3.0,
-        entropy_coef: float = 0.001,
-        weight_clip: float = 0.2,
-        temperature: float = 1.0,
-        student_logprob: str = "old",
+        lr: PositiveFloat = 1e-6,
+        betas: tuple[UnitFloat, UnitFloat] = (0.9, 0.999),
+        weight_decay: NonNegativeFloat = 0.01,
+        grad_clip: PositiveFloat = 1.0,
+        mini_batch_size: Count = 256,
+        micro_batch_size: Count = 32,
+        ppo_epochs: Count = 1,
+        clip_low: UnitFloat = 0.2,
+        clip_high: NonNegativeFloat = 0.2,
+        clip_c: DualClip = 3.0,
+        entropy_coef: NonNegativeFloat = 0.001,
+        weight_clip: NonNegativeFloat = 0.2,
+        temperature: PositiveFloat = 1.0,
+        student_logprob: StudentLogprob = "old",
     ):
         if student_logprob not in STUDENT_LOGPROB_CHOICES:
             raise ValueError(f"student_logprob={student_logprob!r} is not one of {STUDENT_LOGPROB_CHOICES}")

@@ -30,6 +30,7 @@ from typing import Iterator, NamedTuple, Sequence
 
 import torch
 
+from serl.knobs import Count, PositiveFloat, PrivilegedTemplate, check_privileged_template
 from serl.policy.logprobs import pad_prompt_response, response_logprobs
 from serl.policy.models import chat_prompt_ids, match_trainable, trainable_parameters
 from serl.types import TeacherContext
@@ -47,21 +48,20 @@ class TeacherScores(NamedTuple):
 
 
 class TeacherScorer:
+    """Built from the ``teacher`` node of conf/train.yaml (``_partial_``, completed with the policy and its
+    tokenizer by serl.build); the hints are the knobs' rules, checked before any model loads (:mod:`serl.knobs`)."""
+
     def __init__(
         self,
         policy: torch.nn.Module,
         tokenizer,
-        sync_interval: int = 10,
-        max_prompt_tokens: int = 4096,
-        privileged_template: str = "{prompt}\n\n{privileged_context}\n\nCorrectly solve the current task.\n",
-        temperature: float = 1.0,
-        micro_batch_size: int = 4,
+        sync_interval: Count = 10,
+        max_prompt_tokens: Count = 4096,
+        privileged_template: PrivilegedTemplate = "{prompt}\n\n{privileged_context}\n\nCorrectly solve the current task.\n",
+        temperature: PositiveFloat = 1.0,
+        micro_batch_size: Count = 4,
     ):
-        if sync_interval < 1:
-            raise ValueError(f"teacher_sync_interval={sync_interval} must be >= 1")
-        for key in ("{prompt}", "{privileged_context}"):
-            if key not in privileged_template:
-                raise ValueError(f"privileged_template must contain {key}; got {privileged_template!r}")
+        check_privileged_template(privileged_template)  # the hint's rule, for Python callers too
         self.policy = policy
         self.snapshot: dict[str, torch.Tensor] = {}  # trainable name -> the teacher's value (no grad)
         self.load_state_dict({k: p.detach() for k, p in trainable_parameters(policy).items()})

@@ -46,7 +46,8 @@ def test_every_option_composes_and_validates(option):
             validate(cfg)
         return
     built = validate(cfg)
-    assert set(built) == {"env", "decay", "feedback", "insertion"}
+    assert set(built) == {"env", "decay", "feedback", "insertion", "learner", "teacher"}
+    assert built["learner"].func.__name__ == "Learner" and built["teacher"].func.__name__ == "TeacherScorer"
     if option.stem == "paper_alfworld":  # a _global_ preset: it changes top-level values
         assert cfg.group_size == 8 and cfg.n_tasks == 16 and cfg.env.task_types is None
     elif option.stem == "cpu_study":

@@ -36,11 +36,11 @@ def _error(check, cfg) -> str:
         ("steps=abc", "steps='abc' is invalid: must be an integer >= 1"),
         ("n_tasks=inf", "n_tasks=inf is invalid: must be an integer >= 1"),
         ("seed=-1", "seed=-1 is invalid: must be >= 0"),
-        ("learner.lr=nan", "learner.lr=nan is invalid: must be a finite number > 0"),
-        ("learner.lr=[1,2]", "learner.lr=[1, 2] is invalid: must be a finite number > 0"),
-        ("learner.lr=''", "learner.lr='' is invalid: must be a finite number > 0"),
-        ("learner.lr=inf", "learner.lr=inf is invalid"),
-        ("learner.grad_clip=inf", "learner.grad_clip=inf is invalid"),
+        ("learner.lr=nan", "learner: lr must be a finite number > 0, got nan (key: learner.lr)"),
+        ("learner.lr=[1,2]", "learner: lr must be a finite number > 0, got [1, 2] (key: learner.lr)"),
+        ("learner.lr=''", "learner: lr must be a finite number > 0, got '' (key: learner.lr)"),
+        ("learner.lr=inf", "learner: lr must be a finite number > 0, got inf"),
+        ("learner.grad_clip=inf", "learner: grad_clip must be a finite number > 0, got inf"),
         ("algorithm.clip_high=inf", "algorithm.clip_high=inf is invalid"),
         ("algorithm.entropy_coef=inf", "algorithm.entropy_coef=inf is invalid"),
         ("rollout.temperature=inf", "rollout.temperature=inf is invalid"),
@@ -48,10 +48,10 @@ def _error(check, cfg) -> str:
         ("eval.at_start=maybe", "eval.at_start='maybe' is invalid: must be true or false"),
         ("eval.at_start=2", "eval.at_start=2 is invalid: must be true or false"),
         ("algorithm.teacher=1", "algorithm.teacher=1 is invalid: must be true or false"),
-        ("learner.betas=abc", "learner.betas='abc' is invalid: must be a list of 2 items (each a finite number in [0, 1))"),
-        ("learner.betas=[0.9]", "learner.betas=[0.9] is invalid: must be a list of 2 items"),
-        ("learner.betas=[0.9,0.99,0.5]", "learner.betas=[0.9, 0.99, 0.5] is invalid"),
-        ("learner.betas=[1.5,0.9]", "learner.betas=[1.5, 0.9] is invalid"),
+        ("learner.betas=abc", "learner: betas must be a list of 2 items (each a finite number in [0, 1)), got 'abc'"),
+        ("learner.betas=[0.9]", "learner: betas must be a list of 2 items"),
+        ("learner.betas=[0.9,0.99,0.5]", "got [0.9, 0.99, 0.5] (key: learner.betas)"),
+        ("learner.betas=[1.5,0.9]", "got [1.5, 0.9] (key: learner.betas)"),
         ("steps=99999999999999999999", "at most 2147483647"),
         ("steps=true", "steps=True is invalid: must be an integer >= 1"),
         ("device=cudax", "device='cudax' is invalid: must be cpu, cuda or cuda:<index>"),
@@ -98,7 +98,8 @@ def test_interpolated_values_name_where_they_come_from():
     "config, override, expected",
     [
         ("train", "+foo=1", "foo is not a known key; allowed keys: seed, env_workers"),
-        ("train", "+learner.lrr=1", "learner.lrr is not a known key (did you mean learner.lr?); allowed keys of learner: lr,"),
+        ("train", "+learner.lrr=1", "learner: learner.lrr is not an argument of serl.learner.Learner (did you mean "
+                                  "learner.lr?); allowed: lr, betas,"),
         ("train", "+eval.n_game=3", "eval.n_game is not a known key (did you mean eval.n_games?)"),
         ("train", "+rollout.top_k=5", "rollout.top_k is not a known key (did you mean rollout.top_p?)"),
         ("train", "+env_workers.timeout=5", "env_workers.timeout is not a known key (did you mean env_workers.timeout_s?)"),
@@ -159,7 +160,7 @@ def test_extra_lora_keys_are_peft_lora_config_fields_of_the_right_type():
     ids=lambda o: " ".join(o) or "defaults",
 )
 def test_documented_train_commands_validate(overrides):
-    assert set(validate(compose_cfg(overrides))) == {"env", "decay", "feedback", "insertion"}
+    assert set(validate(compose_cfg(overrides))) == {"env", "decay", "feedback", "insertion", "learner", "teacher"}
 
 
 @pytest.mark.parametrize("overrides", [[], ["feedback=immediate"], ["insertion=anchor"]])
@@ -236,7 +237,7 @@ def _script(name: str, *args: str):
 def test_scripts_print_config_error_and_exit_2(tmp_path):
     out = _script("train.py", "+learner.lrr=1", f"hydra.run.dir={tmp_path}/t")
     assert out.returncode == 2, out.stderr
-    assert "config error: learner.lrr is not a known key (did you mean learner.lr?)" in out.stderr
+    assert "config error: learner: learner.lrr is not an argument of serl.learner.Learner (did you mean learner.lr?)" in out.stderr
     out = _script("sft.py", "lr=abc", f"hydra.run.dir={tmp_path}/s")
     assert out.returncode == 2, out.stderr
     assert "config error: lr='abc' is invalid: must be a finite number > 0" in out.stderr
