@@ -148,20 +148,29 @@ def strip_thinking(text: str, mode: str = "serl") -> str:
 def candidate_action(response: str, remove_thinking: bool = True, mode: str = "serl") -> str:
     """Normalised candidate-action text of one response (docs/reference.md §4.3).
 
-    The content of the first ``<action>…</action>`` of the (think-stripped, when ``remove_thinking``)
-    response, whitespace runs collapsed to one space, stripped and lower-cased; the whole response
-    normalised the same way when there is no complete action tag; ``"(empty action)"`` when the result is
-    empty. The block is :func:`serl.algo.masks.first_action_block` — the first ``<action>`` and the first
-    ``</action>`` after it, the projection's tag rule — and ``mode`` selects its tag case rules and those of
-    the think removal (``"serl"``: any ASCII case; ``"reference"``: Unicode case-insensitive action tag,
-    case-sensitive think tags, as the reference).
+    The content of the action block, whitespace runs collapsed to one space, stripped and lower-cased; the
+    (think-stripped, when ``remove_thinking``) response normalised the same way when there is no complete
+    action tag; ``"(empty action)"`` when the result is empty. The block is
+    :func:`serl.algo.masks.first_action_block`: the first ``<action>`` and the first ``</action>`` after it.
+
+    * ``"serl"``: the block of the whole response, the one the projection executes, so the candidate is the
+      env's action even when the policy wrote it inside ``<think>`` (docs/differences.md); tags in any ASCII
+      case.
+    * ``"reference"``: the block of the think-stripped response (docs/reference.md §4.3), which is not the
+      executed one when the first block lies inside the thinking; Unicode case-insensitive action tag,
+      case-sensitive think tags.
 
     >>> candidate_action("<think>hm</think><action>  Go to\\n Desk 1 </action>")
     'go to desk 1'
+    >>> candidate_action("<think>so <action>open drawer 1</action></think>")
+    'open drawer 1'
     """
-    text = strip_thinking(response, mode) if remove_thinking else response
+    stripped = strip_thinking(response, mode) if remove_thinking else response
+    text = response if mode == "serl" else stripped
     block = first_action_block(text, mode)
-    if block is not None:
+    if block is None:
+        text = stripped
+    else:
         text = text[block[0] : block[1]]
     text = " ".join(text.split()).lower()
     return text or EMPTY_ACTION

@@ -162,8 +162,8 @@ def test_strip_thinking():
         ("<think>go</think>\n<action>go to countertop 1</action>", "go to countertop 1"),
         ("<think>t</think><action>  Go to\n\tDesk 1  </action>", "go to desk 1"),
         ("<action>first</action> <action>second</action>", "first"),
-        # the tag inside the thinking is ignored once the thinking is stripped
-        ("<think>maybe <action>go to drawer 1</action>?</think><action>look</action>", "look"),
+        # the first block, also inside the thinking: the action the projection executes
+        ("<think>maybe <action>go to drawer 1</action>?</think><action>look</action>", "go to drawer 1"),
         ("I should  Open drawer 1", "i should open drawer 1"),  # no tag: whole normalised response
         ("<think>x</think> <action>half open", "<action>half open"),  # unclosed tag = no tag
         ("<think>x</think>\n<action>\n</action>", EMPTY_ACTION),
@@ -191,9 +191,11 @@ def test_strip_thinking_modes():
 
 
 def test_candidate_action_modes():
-    response = "<THINK>maybe <action>go to drawer 1</action></THINK><action>look</action>"
-    assert candidate_action(response) == "look"
-    # the reference keeps an upper-case thinking block, so its first action block is the one inside it
-    assert candidate_action(response, mode="reference") == "go to drawer 1"
+    response = "<think>maybe <action>go to drawer 1</action></think><action>look</action>"
+    # serl: the executed (first) block; the reference: the first block after the thinking is stripped
+    assert candidate_action(response) == "go to drawer 1"
+    assert candidate_action(response, mode="reference") == "look"
+    # the reference keeps an upper-case thinking block (case-sensitive think tags), so there it finds the inner one
+    assert candidate_action(response.replace("think>", "THINK>"), mode="reference") == "go to drawer 1"
     # the action block is the first <action> and the first </action> after it (the projection's rule)
     assert candidate_action("<think>x</think></action> <action>Look</action>") == "look"
