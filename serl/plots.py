@@ -130,3 +130,107 @@ def plot_study(runs: dict[str, list[list[dict]]], out_path: str | Path, title: s
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
     return out_path
+
+
+def plot_ablation_heatmap(
+    panels: dict[str, list[tuple[str, str | None, float | None, int]]],
+    columns: list[str],
+    out_path: str | Path,
+    title: str,
+) -> Path:
+    """One heatmap per panel (e.g. per env) of a mean success in [0, 1], each cell annotated with mean and n.
+
+    ``panels`` maps a panel title to its cells ``(row label, column, mean or None, n)`` in row order; a cell
+    whose column is None spans the whole row (a reference row such as GRPO, drawn once across all columns and
+    set off by a line). ``columns`` are the column labels (e.g. ``["step", "anchor"]``). Cells without a value
+    are grey with ``–`` (and their n when runs exist but have no value).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    n_rows = max(len(dict.fromkeys(row for row, *_ in cells)) for cells in panels.values())
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(max(7.0, 2.0 + 2.2 * len(columns) * len(panels)), max(3.0, 1.6 + 0.55 * n_rows)),
+        squeeze=False, constrained_layout=True,
+    )
+    cmap = matplotlib.colormaps["viridis"].copy()
+    cmap.set_bad("lightgrey")
+    image = None
+    for ax, (panel, cells) in zip(axes[0], panels.items()):
+        rows = list(dict.fromkeys(row for row, *_ in cells))
+        grid = np.full((len(rows), len(columns)), np.nan)  # (rows, columns) means; NaN = no run
+        counts = np.zeros((len(rows), len(columns)), dtype=int)
+        spanning = {}  # row index -> (mean, n) of a row-spanning cell
+        for row, column, mean, n in cells:
+            i = rows.index(row)
+            if column is None:
+                spanning[i] = (mean, n)
+                grid[i, :] = np.nan if mean is None else mean
+                counts[i, :] = n
+            elif column in columns:
+                grid[i, columns.index(column)] = np.nan if mean is None else mean
+                counts[i, columns.index(column)] = n
+        image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
+        for i in range(len(rows)):
+            targets = [((len(columns) - 1) / 2, grid[i, 0], counts[i, 0])] if i in spanning else [
+                (j, grid[i, j], counts[i, j]) for j in range(len(columns))
+            ]
+            for x, mean, n in targets:
+                if np.isnan(mean):  # no run, or runs without a value (n > 0)
+                    note = f"\n(n = {n}, no value)" if n else ""
+                    ax.text(x, i, "–" + note, ha="center", va="center", color="black", fontsize="small")
+                else:
+                    color = "white" if mean < 0.6 else "black"  # readable on viridis' dark and light ends
+                    ax.text(x, i, f"{100 * mean:.1f} %\nn = {n}", ha="center", va="center", color=color,
+                            fontsize="small")
+        for i in spanning:  # set the reference row off from the grid
+            ax.axhline(i + 0.5, color="white", linewidth=3)
+        ax.set_xticks(range(len(columns)), [f"insertion: {c}" for c in columns])
+        ax.set_yticks(range(len(rows)), rows)
+        ax.set_ylabel("feedback")
+        ax.set_title(panel)
+    fig.colorbar(image, ax=axes[0].tolist(), label="success", shrink=0.9)
+    fig.suptitle(title)
+    out_path = Path(out_path)
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
+
+
+def plot_ablation_curves(runs: dict[str, list[list[dict]]], key: str, out_path: str | Path, title: str) -> Path:
+    """One PNG: ``key`` over training steps, one line per configuration (mean over its seeds, band: min-max).
+
+    ``runs`` maps a configuration label to its runs' metric rows (one list of ``metrics.jsonl`` rows per seed);
+    labels without a value of ``key`` are left out.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(9, 5), constrained_layout=True)
+    for i, (label, pts) in enumerate(study_curves(runs, key).items()):
+        if not pts:
+            continue
+        steps, mean, lo, hi, n = zip(*pts)
+        style = dict(marker="os^vDP*X"[i % 8], linestyle=("-", "--", ":", "-.")[i % 4])  # equal curves stay visible
+        line = ax.plot(steps, mean, label=f"{label} (n = {max(n)})", **style)[0]
+        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+    ax.set_title(title + "\nline: mean over seeds, band: min-max")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(key)
+    ax.set_ylim(-0.03, 1.03)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+    out_path = Path(out_path)
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path

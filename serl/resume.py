@@ -26,6 +26,7 @@ MAY_CHANGE = (
     "steps",
     "resume",
     "resume_allow_changes",
+    "skip_completed",
     "save_every",
     "keep_last",
     "eval_every",

@@ -157,6 +157,7 @@ class WandbTracker(Tracker):
         entity: str | None = None,
         tags: Sequence[str] = (),
         job_type: str | None = None,
+        group: str | None = None,
     ):
         import wandb
 
@@ -172,6 +173,7 @@ class WandbTracker(Tracker):
             config=_jsonable(dict(config)),
             tags=list(tags),
             job_type=job_type,  # "train" | "eval": lets the W&B UI group training runs and evaluations
+            group=group,  # the runs of one sweep share a group (conf/sweep/)
             reinit="finish_previous",
         )
         try:

