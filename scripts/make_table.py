@@ -71,7 +71,7 @@ def log_to_wandb(table: Table, out: Path, files: dict[str, Path], command: str) 
     from serl.tracking import WandbTracker
 
     tracker = WandbTracker(
-        out, project="serl", name=f"table-{table.root.name}", job_type="table",
+        out, project="serl", name=f"table-{table.root.name}", job_type="table", group=str(table.root),
         config={"root": str(table.root), "command": command, "resamples": table.resamples,
                 "bootstrap_seed": table.bootstrap_seed},
     )

@@ -22,8 +22,9 @@ All runs go to ``--out`` (default ``outputs/table/<grid>-<preset>-<seeds>seeds``
 its choices and seed. Started again after an interruption, the script removes the folders of runs that started
 but did not finish, and every run whose ``summary.json`` says it completed is skipped (``skip_completed=true``), so
 only the missing runs are done. While it runs it prints which run started, how many are left and the time so far;
-the Hydra output of each multirun goes to ``<out>/logs/``. At the end it runs ``scripts/make_table.py <out>``
-and prints where the table and the pictures are.
+the Hydra output of each multirun goes to ``<out>/logs/``. At the end it runs ``scripts/make_table.py <out>`` (with
+``--wandb`` unless the runs used ``logger=jsonl`` or ``logger=none``: the table joins the runs' W&B group) and
+prints where the table and the pictures are.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def multirun_command(block: list[str], seeds: int, preset: str, out: Path, launc
     """The ``scripts/train.py -m`` command of one multirun of the grid."""
     cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), "-m", *block,
            "seed=" + ",".join(str(s) for s in range(seeds)), *PRESETS[preset][0],
-           f"hydra.sweep.dir={out}", "hydra.sweep.subdir=${run_name}", f"logger.group={out.name}",
+           f"hydra.sweep.dir={out}", "hydra.sweep.subdir=${run_name}", f"logger.group={out}",
            "skip_completed=true"]
     if launcher != "basic":
         cmd += [f"hydra/launcher={launcher}", f"hydra.launcher.n_jobs={jobs}"]
@@ -157,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         cmd = multirun_command(block, args.seeds, args.preset, out, args.launcher, args.jobs, extra)
         started += run_multirun(cmd, out / "logs" / f"multirun_{i}.log", started, total, t0)
     print(f"[{_clock(time.time() - t0)}] all {total} runs finished; building the table")
-    rc = subprocess.call([sys.executable, str(ROOT / "scripts" / "make_table.py"), str(out)], cwd=ROOT)
+    wandb = not any(a in ("logger=jsonl", "logger=none") for a in extra)  # the runs logged to W&B: so does the table
+    rc = subprocess.call([sys.executable, str(ROOT / "scripts" / "make_table.py"), str(out), *(["--wandb"] if wandb else [])],
+                         cwd=ROOT)
     if rc != 0:
         print(f"make_table.py failed (exit {rc})", file=sys.stderr)
     return rc
