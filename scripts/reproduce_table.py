@@ -4,6 +4,8 @@
     python scripts/reproduce_table.py --grid full --seeds 3 --preset cpu_study
     python scripts/reproduce_table.py --grid full --seeds 3 --preset paper_alfworld   # GPU machines
     python scripts/reproduce_table.py --launcher joblib --jobs 2   # two runs at a time on one machine
+    python scripts/reproduce_table.py --grid full --seeds 3 --preset paper_alfworld --launcher submitit_slurm \
+        -- hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=1 hydra.launcher.timeout_min=1440
     python scripts/reproduce_table.py -- rollout.max_new_tokens=32 # extra overrides for every run (after --)
 
 Grids (docs/sweeps.md), each a list of Hydra multiruns over the versioned sweep files in ``conf/sweep/``:
@@ -43,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from serl.sweep import finished, unfinished_runs  # noqa: E402
+from serl.sweep import finished, missing_launcher, unfinished_runs  # noqa: E402
 
 #: grid -> the multiruns that make it (overrides of each); every run of a grid is one configuration x one seed
 GRIDS: dict[str, list[list[str]]] = {
@@ -83,8 +85,8 @@ def multirun_command(block: list[str], seeds: int, preset: str, out: Path, launc
            "seed=" + ",".join(str(s) for s in range(seeds)), *PRESETS[preset][0],
            f"hydra.sweep.dir={out}", "hydra.sweep.subdir=${run_name}", f"logger.group={out}",
            "skip_completed=true"]
-    if launcher != "basic":
-        cmd += [f"hydra/launcher={launcher}", f"hydra.launcher.n_jobs={jobs}"]
+    if launcher != "basic":  # cluster launchers take their own knobs as extra overrides (docs/sweeps.md)
+        cmd += [f"hydra/launcher={launcher}", *([f"hydra.launcher.n_jobs={jobs}"] if launcher == "joblib" else [])]
     return cmd + extra
 
 
@@ -134,11 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", choices=sorted(PRESETS), default="default")
     p.add_argument("--out", type=Path, default=None, help="sweep folder (default outputs/table/<grid>-<preset>-<N>seeds)")
     p.add_argument("--launcher", default="basic", help="basic (one run at a time) | joblib | submitit_slurm | ray ...")
-    p.add_argument("--jobs", type=int, default=2, help="runs at a time with a parallel launcher (joblib n_jobs)")
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time with --launcher joblib (its n_jobs)")
     args, extra = p.parse_known_args(argv)
     extra = [a for a in extra if a != "--"]
     if args.seeds < 1:
         p.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.launcher != "basic" and (problem := missing_launcher([f"hydra/launcher={args.launcher}"])):
+        p.error(problem)
     out = (args.out or ROOT / "outputs" / "table" / f"{args.grid}-{args.preset}-{args.seeds}seeds").resolve()
     total = sum(runs_per_seed(block) for block in GRIDS[args.grid]) * args.seeds
     minutes = PRESETS[args.preset][1]
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     per = f"about {minutes:.0f} min per run on 2 CPU cores" if minutes else "a GPU recipe (time per run: docs/sweeps.md)"
     print(f"reproduce-table: grid {args.grid}, preset {args.preset}, {args.seeds} seed(s): {total} runs, "
           f"{done_before} already finished, {todo} to go; {per}"
-          + (f", about {todo * minutes / (args.jobs if args.launcher != 'basic' else 1):.0f} min in all" if minutes else ""))
+          + (f", about {todo * minutes / (args.jobs if args.launcher == 'joblib' else 1):.0f} min in all" if minutes else ""))
     print(f"runs: {out}")
     for path in removed:
         print(f"redoing an unfinished run: {path}")
