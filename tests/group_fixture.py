@@ -79,8 +79,7 @@ def make_group() -> list[Trajectory]:
         mk_step(2, NOTHING, act("go to desk 1"), DESK, done=True),
     ])
     t3 = traj(3, [
-        mk_step(0, ROOM, "<think>Maybe <action>go to drawer 1</action>? No.</think>\n<action>Go to  Countertop 1</action>",
-                COUNTER),
+        mk_step(0, ROOM, "<think>Maybe go to drawer 1? No.</think>\n<action>Go to  Countertop 1</action>", COUNTER),
         mk_step(1, COUNTER, act("examine countertop 1"), EXAMINED),
         mk_step(2, EXAMINED, "<think>stuck</think>\n<action>\n</action>", "  ", done=True),
     ])

@@ -56,12 +56,12 @@ ZERO_OK = {
     "learner.clip_low", "learner.clip_high", "learner.entropy_coef", "learner.weight_clip",  # = the algorithm's
 }
 NULL_OK = {  # null is documented-legal
-    "resume", "logger.entity", "env.data_root", "env.cache_dir", "env.task_types", "insertion.similarity",
+    "resume", "logger.entity", "logger.group", "env.data_root", "env.cache_dir", "env.task_types", "insertion.similarity",
     "max_steps", "adapter_dir", "model.lora", "lora", "decay.horizon@exponential", "decay.horizon@step",
     "model.lora.target_modules", "lora.target_modules",
 }
 NULL_KIND = {  # the kind of a key whose default is null
-    "resume": "str", "logger.entity": "str", "env.data_root": "str", "env.cache_dir": "str",
+    "resume": "str", "logger.entity": "str", "logger.group": "str", "env.data_root": "str", "env.cache_dir": "str",
     "env.task_types": "list", "insertion.similarity": "float", "max_steps": "int", "adapter_dir": "str",
     "model.lora": "dict",
 }
@@ -76,7 +76,7 @@ BELOW_ONE = {"algorithm.clip_low", "learner.clip_low", "insertion.similarity", "
 ABOVE_ONE = {"algorithm.clip_c", "learner.clip_c"}  # dual-clip bound > 1
 MIN_TWO = {"group_size"}  # GRPO needs >= 2 rollouts per group
 FREE_STR = {  # any non-empty string is legal (names, labels, paths, model ids)
-    "run_name", "model.name", "model.path", "logger.name", "logger.project", "logger.entity", "algorithm.name",
+    "run_name", "model.name", "model.path", "logger.name", "logger.project", "logger.entity", "logger.group", "algorithm.name",
     "env.name", "env.data_root", "env.cache_dir", "decay.name", "feedback.name", "insertion.name",
     "feedback.model", "feedback.api_key_env", "demos_path", "output_dir", "adapter_dir",
 }

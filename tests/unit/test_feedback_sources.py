@@ -275,7 +275,7 @@ def test_current_texts(group):
         ],
         [
             None,
-            "Step 0\nResponse:\n<action>Go to  Countertop 1</action>",  # the <action> inside the thinking is gone
+            "Step 0\nResponse:\n<action>Go to  Countertop 1</action>",  # the thinking is gone
             "Step 0\nResponse:\n<action>Go to  Countertop 1</action>\n\n"
             "Step 1\nResponse:\n<action>examine countertop 1</action>",
         ],
@@ -287,7 +287,7 @@ def test_current_texts(group):
 
 def test_current_knobs(group):
     assert CurrentTrajectory(remove_thinking=False)(group, 3, 1) == (
-        "Step 0\nResponse:\n<think>Maybe <action>go to drawer 1</action>? No.</think>\n"
+        "Step 0\nResponse:\n<think>Maybe go to drawer 1? No.</think>\n"
         "<action>Go to  Countertop 1</action>"
     )
     assert CurrentTrajectory(max_steps=1)(group, 1, 3) == (

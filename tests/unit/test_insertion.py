@@ -401,20 +401,12 @@ def test_anchor_none(group):
 
 
 def test_anchor_without_think_removal(group):
-    # traj 3's thinking contains "<action>go to drawer 1</action>", which now is its candidate action
-    ctx = AnchorInsertion(remove_thinking=False).contexts(group, ImmediateFeedback())
-    assert ctx[0][0].text == (
-        "Candidate actions tried from this state:\n"
-        "- action go to countertop 1, tried 2 times, success count: 1/2, average return: 5.0000\n"
-        "  best outcome: success, reward 10.0000\n"
-        "  worst outcome: failure, reward 0.0000\n"
-        f"  Immediate feedback from the current step (best outcome): {COUNTER}\n"
-        "- action go to drawer 1, tried 2 times, success count: 0/2, average return: 0.0000\n"
-        "  best outcome: failure, reward 0.0000\n"
-        "  worst outcome: failure, reward 0.0000\n"
-        f"  Immediate feedback from the current step (best outcome): {DRAWER}\n"
-        f"  Immediate feedback from the current step (worst outcome): {COUNTER}"
-    )
+    # a response with an action block is keyed by the action the env executed (tests/unit/test_anchors.py: also
+    # when that block lies inside the thinking), so the knob changes only the fallback text of a response without
+    # a block; the fixture's block-less response (traj 2, step 1) has no thinking: the same contexts
+    with_removal = AnchorInsertion().contexts(group, ImmediateFeedback())
+    assert AnchorInsertion(remove_thinking=False).contexts(group, ImmediateFeedback()) == with_removal
+    assert "go to countertop 1, tried 3 times" in with_removal[0][0].text
 
 
 def small_group(rows: list[list]) -> list[Trajectory]:
