@@ -101,28 +101,35 @@ def study_curves(runs: dict[str, list[list[dict]]], key: str) -> dict[str, list[
     return out
 
 
+def _mean_bands(ax, curves: dict, legend, alpha: float) -> None:
+    """Draw each label's mean over seeds with its min-max band (``curves``: :func:`study_curves`' result) on a
+    success-rate axis over training steps; ``legend(label, n_seeds)`` names a line."""
+    from matplotlib.ticker import MaxNLocator
+
+    for i, (label, pts) in enumerate(curves.items()):
+        if not pts:
+            continue
+        steps, mean, lo, hi, n = zip(*pts)
+        style = dict(marker="os^vDP*X"[i % 8], linestyle=("-", "--", ":", "-.")[i % 4])  # equal curves stay visible
+        line = ax.plot(steps, mean, label=legend(label, max(n)), **style)[0]
+        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=alpha, linewidth=0)
+    ax.set_xlabel("training step")
+    ax.set_ylim(-0.03, 1.03)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+
+
 def plot_study(runs: dict[str, list[list[dict]]], out_path: str | Path, title: str = "") -> Path:
     """One PNG: per panel of :data:`STUDY_PANELS`, each method's mean over seeds with its min-max band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, len(STUDY_PANELS), figsize=(12, 4.2), constrained_layout=True)
     for ax, (key, panel) in zip(axes, STUDY_PANELS):
-        for i, (label, pts) in enumerate(study_curves(runs, key).items()):
-            if not pts:
-                continue
-            steps, mean, lo, hi, n = zip(*pts)
-            style = dict(marker="os^v"[i % 4], linestyle=("-", "--", ":", "-.")[i % 4])  # equal curves stay visible
-            line = ax.plot(steps, mean, label=f"{label} (mean of {max(n)} seeds)", **style)[0]
-            ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        _mean_bands(ax, study_curves(runs, key), lambda label, n: f"{label} (mean of {n} seeds)", alpha=0.2)
         ax.set_title(panel + "\nline: mean over seeds, band: min-max")
-        ax.set_xlabel("training step")
-        ax.set_ylim(-0.03, 1.03)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     if title:
         fig.suptitle(title)
@@ -210,22 +217,11 @@ def plot_ablation_curves(runs: dict[str, list[list[dict]]], key: str, out_path: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(9, 5), constrained_layout=True)
-    for i, (label, pts) in enumerate(study_curves(runs, key).items()):
-        if not pts:
-            continue
-        steps, mean, lo, hi, n = zip(*pts)
-        style = dict(marker="os^vDP*X"[i % 8], linestyle=("-", "--", ":", "-.")[i % 4])  # equal curves stay visible
-        line = ax.plot(steps, mean, label=f"{label} (n = {max(n)})", **style)[0]
-        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+    _mean_bands(ax, study_curves(runs, key), lambda label, n: f"{label} (n = {n})", alpha=0.15)
     ax.set_title(title + "\nline: mean over seeds, band: min-max")
-    ax.set_xlabel("training step")
     ax.set_ylabel(key)
-    ax.set_ylim(-0.03, 1.03)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     else:
