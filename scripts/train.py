@@ -5,6 +5,7 @@
     python scripts/train.py --cfg job                         # print the composed config
     python scripts/train.py -m feedback=immediate,state_diff  # a multirun sweep
     python scripts/train.py -m sweep=feedback insertion=anchor  # a versioned sweep file (conf/sweep/, docs/sweeps.md)
+    torchrun --nproc_per_node=8 scripts/train.py experiment=paper_alfworld  # data parallel (docs/distributed.md)
 
 Configuration lives in conf/ (see README); outputs go to outputs/runs/<time>_<run_name>/.
 """
@@ -28,11 +29,13 @@ from omegaconf import DictConfig  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from serl.build import ConfigError, validate  # noqa: E402
+from serl.distributed import SINGLE, Dist, close_distributed, init_distributed, rank_device  # noqa: E402
 from serl.resume import ResumeError, check_resume, run_dir_of  # noqa: E402
 from serl.sweep import cpu_count, finished, missing_launcher, threads_per_job  # noqa: E402
 from serl.tracking import wandb_lines  # noqa: E402
 
 OmegaConf.register_new_resolver("serl_run_dir", run_dir_of, replace=True)  # hydra.run.dir in conf/train.yaml
+DIST: Dist = SINGLE  # this process's rank under torchrun (set in __main__, before Hydra composes the config)
 
 
 def print_summary(summary: dict, trackers: dict[str, str], plot: Path | None) -> None:
@@ -104,7 +107,8 @@ def main(cfg: DictConfig) -> dict:
         cfg.torch_threads = threads_per_job(cpu_count(), int(hydra_cfg.launcher.n_jobs))  # parallel runs share the cores
     try:
         validate(cfg)  # fails before any model loads
-    except ConfigError as e:
+        cfg.device = rank_device(DIST, str(cfg.device))  # under torchrun: cuda -> cuda:LOCAL_RANK
+    except (ConfigError, ValueError, RuntimeError) as e:
         print(f"config error: {e}", file=sys.stderr)
         raise SystemExit(2)
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -122,7 +126,7 @@ def main(cfg: DictConfig) -> dict:
         print(f"{'resume' if isinstance(e, ResumeError) else 'run folder'} error: {e}", file=sys.stderr)
         raise SystemExit(2)
     try:
-        trainer = build_trainer(cfg, run_dir)  # a too-small eval pool, a checkpoint without its run config ...
+        trainer = build_trainer(cfg, run_dir, DIST)  # a too-small eval pool, a checkpoint without its run config ...
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         raise SystemExit(2)
@@ -135,6 +139,8 @@ def main(cfg: DictConfig) -> dict:
         trainer.worker.close()  # env worker processes
         trackers = trainer.tracker.locations
         trainer.tracker.close(ok)
+    if not DIST.is_main:  # rank 0 reports the run
+        return summary
     plot = None
     if (run_dir / "metrics.jsonl").is_file():
         plot = plot_training_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
@@ -142,8 +148,29 @@ def main(cfg: DictConfig) -> dict:
     return summary
 
 
+def join_ranks(argv: list[str]) -> Dist:
+    """Under torchrun: join the process group and make every rank agree on the run folder (rank 0's time
+    stamp, ``SERL_RUN_STAMP`` in conf/train.yaml's ``hydra.run.dir``); only rank 0 keeps Hydra's ``.hydra/``
+    record. A single process returns :data:`SINGLE` and changes nothing."""
+    dist = init_distributed()
+    if not dist.enabled:
+        return dist
+    if any(a in ("-m", "--multirun") for a in argv):
+        raise SystemExit("config error: a multirun (-m) cannot run under torchrun; launch one torchrun per run")
+    import time
+
+    os.environ["SERL_RUN_STAMP"] = dist.broadcast(time.strftime("%Y-%m-%d_%H-%M-%S"))
+    if not dist.is_main:
+        sys.argv.append("hydra.output_subdir=null")
+    return dist
+
+
 if __name__ == "__main__":
     if (problem := missing_launcher(sys.argv[1:])) is not None:
         print(f"config error: {problem}", file=sys.stderr)
         raise SystemExit(2)
-    main()
+    DIST = join_ranks(sys.argv[1:])
+    try:
+        main()
+    finally:
+        close_distributed()

@@ -188,13 +188,23 @@ def build_policy(cfg: DictConfig) -> tuple[Any, Any, PolicySource]:
     return model, tokenizer, source
 
 
-def build_generator(cfg: DictConfig, model: Any, tokenizer: Any, model_path: str):
+def build_generator(cfg: DictConfig, model: Any, tokenizer: Any, model_path: str, dist: Any = None):
     """The ``cfg.rollout`` backend sampling from ``model``: HF ``generate`` on the model itself, or a vLLM
-    engine started from ``model_path`` (the policy's HF folder) and loaded with ``model``'s weights."""
+    engine started from ``model_path`` (the policy's HF folder) and loaded with ``model``'s weights.
+    Under torchrun (``dist.enabled``; ``model`` is about to be sharded) HF generates on a whole replica of
+    the policy that every update refreshes (:mod:`serl.rollout.replica`)."""
     r = cfg.rollout
     if r.name == "hf":
         from serl.rollout.hf import HFGenerator
 
+        if dist is not None and dist.enabled:
+            import copy
+
+            from serl.rollout.replica import ReplicaGenerator
+
+            replica = copy.deepcopy(model)
+            replica.requires_grad_(False)
+            return ReplicaGenerator(HFGenerator(replica, tokenizer), replica)
         return HFGenerator(model, tokenizer)
     from serl.policy.models import eos_token_ids, resolve_dtype
     from serl.policy.vllm_engine import VLLMEngine
@@ -215,14 +225,14 @@ def build_generator(cfg: DictConfig, model: Any, tokenizer: Any, model_path: str
     return generator
 
 
-def build_worker(cfg: DictConfig, model: Any, tokenizer: Any, suite: Any, model_path: str):
+def build_worker(cfg: DictConfig, model: Any, tokenizer: Any, suite: Any, model_path: str, dist: Any = None):
     """The rollout worker over the ``cfg.rollout`` backend sampling from ``model`` (see
     :func:`build_generator`; ``model_path`` is the folder the policy was loaded from)."""
     from serl.rollout.base import RolloutWorker
 
     r = OmegaConf.to_container(cfg.rollout, resolve=True)
     return RolloutWorker(
-        build_generator(cfg, model, tokenizer, model_path),
+        build_generator(cfg, model, tokenizer, model_path, dist),
         tokenizer,
         suite,
         **{k: r[k] for k in ("max_new_tokens", "temperature", "top_p", "max_prompt_tokens")},
@@ -264,36 +274,44 @@ def eval_game_list(suite: Any, n_games: int, key: str) -> list[str]:
         raise ConfigError(f"{key}={n_games} is invalid: {e}") from e
 
 
-def build_trainer(cfg: DictConfig, run_dir: str | Path):
-    """Validate, then build every component; returns a ready :class:`~serl.trainer.Trainer`."""
+def build_trainer(cfg: DictConfig, run_dir: str | Path, dist: Any = None):
+    """Validate, then build every component; returns a ready :class:`~serl.trainer.Trainer`.
+
+    ``dist`` (:class:`serl.distributed.Dist`, under torchrun): rank 0 prepares the shared caches first, the
+    policy is sharded with FSDP2 after the rollout backend took its copy, and only rank 0 writes the config
+    and tracks the run (docs/distributed.md)."""
+    from serl.distributed import SINGLE, shard_model
     from serl.evaluation import EvalSettings
     from serl.teacher_log import TeacherLogSettings
+    from serl.tracking import MultiTracker
     from serl.trainer import Trainer, TrainerSettings
 
+    dist = dist or SINGLE
     parts = validate(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     setup_runtime(cfg)
 
-    suite = build_suite(cfg)
     c = OmegaConf.to_container(cfg, resolve=True)  # validated: every value has its type
     evaluation = None
-    if c["eval_every"] > 0:
-        evaluation = EvalSettings(**{k: c["eval"][k] for k in ("n_games", "temperature", "max_turns", "seed")})
-        eval_game_list(suite, evaluation.n_games, "eval.n_games")  # a too-small eval pool fails now, not after step 1
-    model, tokenizer, source = build_policy(cfg)
+    with dist.main_first():  # rank 0 writes the caches (generated games, a converted model), the others read them
+        suite = build_suite(cfg)
+        if c["eval_every"] > 0:
+            evaluation = EvalSettings(**{k: c["eval"][k] for k in ("n_games", "temperature", "max_turns", "seed")})
+            eval_game_list(suite, evaluation.n_games, "eval.n_games")  # a too-small eval pool fails now, not after step 1
+        model, tokenizer, source = build_policy(cfg)
 
-    worker = build_worker(cfg, model, tokenizer, suite, source.path)
-    learner = parts["learner"](model)
-    teacher = parts["teacher"](model, tokenizer) if cfg.algorithm.teacher and parts["feedback"].enabled else None
+    worker = build_worker(cfg, model, tokenizer, suite, source.path, dist)
+    shard_model(model, dist, str(cfg.device), **c["distributed"])  # FSDP2 under torchrun, else a no-op
+    learner = parts["learner"](model, dist=dist)
+    teacher = parts["teacher"](model, tokenizer, dist=dist) if cfg.algorithm.teacher and parts["feedback"].enabled else None
 
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    tracker = build_tracker(
-        cfg,
-        run_dir,
-        tags=[cfg.env.name, cfg.feedback.name, cfg.insertion.name, cfg.decay.name, cfg.algorithm.name],
-        job_type="train",
-    )
+    tags = [cfg.env.name, cfg.feedback.name, cfg.insertion.name, cfg.decay.name, cfg.algorithm.name]
+    if dist.is_main:
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        tracker = build_tracker(cfg, run_dir, tags=tags, job_type="train")
+    else:
+        tracker = MultiTracker([])  # rank 0 writes the run's files
     settings = TrainerSettings(
         **{k: c[k] for k in ("steps", "n_tasks", "group_size", "seed", "save_every", "keep_last", "resume", "eval_every")},
         **{k: c["algorithm"][k] for k in ("advantage", "trajectory_value", "response_format", "norm_by_std", "invalid_penalty")},
@@ -322,4 +340,5 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path):
         tracker=tracker,
         decode=decode,
         pad_id=tokenizer.pad_token_id,
+        dist=dist,
     )

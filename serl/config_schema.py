@@ -181,6 +181,7 @@ class VLLMRollout(HFRollout):
     tensor_parallel_size: Int(ge=1)
     gpu_memory_utilization: Float(gt=0, le=1)
     kv_cache_gb: Int(ge=1, note="a whole number of GiB, VLLM_CPU_KVCACHE_SPACE")
+    sleep: Bool = False
 
 
 Rollout = Annotated[Union[HFRollout, VLLMRollout], Field(discriminator="name")]
@@ -190,6 +191,13 @@ class EnvWorkersSection(Section):
     processes: Int(ge=0, note="0: in this process")
     timeout_s: Float(gt=0, note="seconds before an env call without an answer kills its worker")
     retries: Int(ge=0, note="0: the first env failure drops the episode")
+
+
+class DistributedSection(Section):
+    """FSDP2 under torchrun (serl.distributed.shard_model); ignored by a single process."""
+
+    mixed_precision: Literal["auto", "fp32", "bf16"]
+    reshard_after_forward: Bool
 
 
 class LoggerSection(Section):
@@ -273,6 +281,7 @@ class TrainConfig(RunConfig):
     save_every: Int(ge=0, note="0: only after the last step")
     keep_last: Int(ge=1, note="step checkpoints kept, the newest N")
     eval_every: Int(ge=0, note="0: never evaluate")
+    distributed: DistributedSection
     algorithm: AlgorithmSection
     feedback: Option
     insertion: Option

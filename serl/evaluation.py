@@ -28,8 +28,10 @@ from typing import Any, Callable, Iterator
 import torch
 
 from serl.checkpoint import rng_state, set_rng_state
+from serl.distributed import SINGLE, Dist
 from serl.envs.base import EnvSuite
 from serl.rollout.base import RolloutWorker
+from serl.rollout.sharded import collect_sharded
 from serl.types import Trajectory
 
 REFERENCE_TEMPERATURE = 0.4  # docs/reference.md §8.4: validation samples at T = 0.4
@@ -133,6 +135,7 @@ def evaluate(
     temperature: float,
     max_turns: int,
     progress: Callable[[int, int], None] | None = None,
+    dist: Dist = SINGLE,
 ) -> EvalResult:
     """Play the first ``n_games`` of the sorted eval pool once each (group size 1) and score them.
 
@@ -144,6 +147,7 @@ def evaluate(
         temperature: sampling temperature for this call (0.4 = reference validation, 0 = greedy).
         max_turns: episode cap in env steps.
         progress: ``progress(finished_games, n_games)`` after every turn.
+        dist: under torchrun, each rank plays its block of the games and every rank gets the whole result.
 
     Returns:
         :class:`EvalResult` with metrics ``eval/success_rate``, ``eval/<task_type>/success_rate`` (task
@@ -156,7 +160,9 @@ def evaluate(
     games = eval_game_list(suite, settings.n_games)
     t0 = time.time()
     with preserved_rng():
-        rollout = worker.collect(
+        rollout = collect_sharded(
+            worker,
+            dist,
             games,
             group_size=1,
             seed=settings.seed,

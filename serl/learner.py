@@ -15,6 +15,12 @@ mini-batch's rows (the reference's gradient-accumulation scaling). Within a mini
 micro-batches in order of length (prompt + response tokens), so each micro-batch is padded only to rows of
 similar length (measured on a CPU-preset batch: +3 % padded positions instead of +14 % in arrival order); the
 reference cuts them in arrival order (a deviation in grouping only: the same rows, the same scaling).
+
+Data parallel (``torchrun``, :mod:`serl.distributed`): every rank holds the whole batch; the micro-batches of
+each mini-batch are cut exactly as above and dealt round-robin to the ranks, whose FSDP2 reduce-scatter sums
+the gradients, so an optimizer step equals the single-process one for any world size. A rank without a
+micro-batch in the last round runs a zero-weight dummy (the FSDP collectives stay in step); the metrics are
+merged over the ranks.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import torch
 
 from serl.algo.loss import ppo_clip_loss
 from serl.algo.reweight import serl_reweight
+from serl.distributed import SINGLE, Dist, full_tensor
 from serl.knobs import Count, DualClip, NonNegativeFloat, PositiveFloat, StudentLogprob, UnitFloat
 from serl.policy.logprobs import response_logprobs
 from serl.types import TrainBatch
@@ -54,6 +61,7 @@ class Learner:
         weight_clip: NonNegativeFloat = 0.2,
         temperature: PositiveFloat = 1.0,
         student_logprob: StudentLogprob = "old",
+        dist: Dist = SINGLE,
     ):
         if student_logprob not in STUDENT_LOGPROB_CHOICES:
             raise ValueError(f"student_logprob={student_logprob!r} is not one of {STUDENT_LOGPROB_CHOICES}")
@@ -70,6 +78,7 @@ class Learner:
         self.weight_clip = weight_clip
         self.temperature = temperature
         self.student_logprob = student_logprob
+        self.dist = dist  # the ranks the micro-batches are dealt to (serl.distributed)
 
     def micro_loss(self, micro: TrainBatch, lam: float) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of one micro-batch (differentiable) and its metrics."""
@@ -120,34 +129,61 @@ class Learner:
     def update(self, batch: TrainBatch, lam: float) -> dict[str, float]:
         """One training step's update; metrics are micro-batch means (``*_min``/``*_max``: extremes)."""
         self.model.train()
-        sums: dict[str, float] = defaultdict(float)
-        counts: dict[str, int] = defaultdict(int)
+        stats = _Stats()
         grad_norms = []
         n = len(batch)
         for _ in range(self.ppo_epochs):
             for m0 in range(0, n, self.mini_batch_size):
                 mini = batch.select(slice(m0, min(n, m0 + self.mini_batch_size)))
                 mini = mini.select(torch.argsort(mini.attention_mask.sum(dim=1), descending=True, stable=True))
+                micros = [slice(u0, min(len(mini), u0 + self.micro_batch_size)) for u0 in range(0, len(mini), self.micro_batch_size)]
                 self.optimizer.zero_grad(set_to_none=True)
-                for u0 in range(0, len(mini), self.micro_batch_size):
-                    micro = mini.select(slice(u0, min(len(mini), u0 + self.micro_batch_size)))
-                    loss, stats = self.micro_loss(micro, lam)
-                    (loss * (len(micro) / len(mini))).backward()
-                    for k, v in stats.items():
-                        if k.endswith("_min"):
-                            sums[k] = min(sums.get(k, v), v)
-                            counts[k] = 1
-                        elif k.endswith("_max"):
-                            sums[k] = max(sums.get(k, v), v)
-                            counts[k] = 1
-                        else:
-                            sums[k] += v
-                            counts[k] += 1
+                for c in self.dist.deal(len(micros)):  # all of them, in order, in a single process
+                    micro = mini.select(micros[0 if c is None else c])
+                    loss, micro_stats = self.micro_loss(micro, lam)
+                    share = 0.0 if c is None else len(micro) / len(mini)  # None: a dummy keeping FSDP in step
+                    (loss * share).backward()
+                    if c is not None:
+                        stats.add(micro_stats)
                 norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
-                grad_norms.append(float(norm))
+                grad_norms.append(float(full_tensor(norm)))
                 self.optimizer.step()
-        metrics = {k: sums[k] / counts[k] for k in sums}
+        metrics = stats.merged(self.dist)
         metrics["actor/grad_norm"] = sum(grad_norms) / max(1, len(grad_norms))
         metrics["actor/optimizer_steps"] = float(len(grad_norms))
         self.model.eval()
         return metrics
+
+
+class _Stats:
+    """Micro-batch metrics: sums and counts for means, running extremes for ``*_min`` / ``*_max`` keys."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+        self.counts: dict[str, int] = defaultdict(int)
+        self.extremes: dict[str, float] = {}
+
+    def add(self, stats: dict[str, float]) -> None:
+        for k, v in stats.items():
+            if k.endswith("_min"):
+                self.extremes[k] = min(self.extremes.get(k, v), v)
+            elif k.endswith("_max"):
+                self.extremes[k] = max(self.extremes.get(k, v), v)
+            else:
+                self.sums[k] += v
+                self.counts[k] += 1
+
+    def merged(self, dist: Dist) -> dict[str, float]:
+        """The means and extremes over every rank's micro-batches."""
+        parts = dist.gather_each((dict(self.sums), dict(self.counts), self.extremes)) if dist.enabled else [(self.sums, self.counts, self.extremes)]
+        sums: dict[str, float] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)
+        out: dict[str, float] = {}
+        for s, c, e in parts:
+            for k, v in s.items():
+                sums[k] += v
+                counts[k] += c[k]
+            for k, v in e.items():
+                out[k] = (min if k.endswith("_min") else max)(out.get(k, v), v)
+        out.update({k: sums[k] / counts[k] for k in sums})
+        return out

@@ -18,6 +18,9 @@ Deliberate deviations from the reference (docs/design.md §4):
 
 * scores are computed once per training step, before the update (the teacher is fixed within a step), not
   inside every PPO micro-batch (§10.7); rows without context are not forwarded at all;
+* rows are scored in micro-batches of ``micro_batch_size`` rows of similar length (longest first); under
+  ``torchrun`` the micro-batches are dealt round-robin to the ranks (:mod:`serl.distributed`) and the
+  log-probs gathered, so every rank ends with the single-process scores;
 * an over-long teacher prompt is shortened by cutting the middle of the privileged context, never the
   closing instruction or the chat template's assistant header (the reference truncates from the right,
   §10.8). A context that cannot fit at all is dropped (the row gets no reweighting) and counted.
@@ -30,6 +33,7 @@ from typing import Iterator, NamedTuple, Sequence
 
 import torch
 
+from serl.distributed import SINGLE, Dist
 from serl.knobs import Count, PositiveFloat, PrivilegedTemplate, check_privileged_template
 from serl.policy.logprobs import pad_prompt_response, response_logprobs
 from serl.policy.models import chat_prompt_ids, match_trainable, trainable_parameters
@@ -60,6 +64,7 @@ class TeacherScorer:
         privileged_template: PrivilegedTemplate = "{prompt}\n\n{privileged_context}\n\nCorrectly solve the current task.\n",
         temperature: PositiveFloat = 1.0,
         micro_batch_size: Count = 4,
+        dist: Dist = SINGLE,
     ):
         check_privileged_template(privileged_template)  # the hint's rule, for Python callers too
         self.policy = policy
@@ -71,6 +76,7 @@ class TeacherScorer:
         self.template = privileged_template
         self.temperature = temperature
         self.micro_batch_size = micro_batch_size
+        self.dist = dist  # the ranks the scoring micro-batches are dealt to
         self.truncated = 0  # prompts shortened middle-out since the counter was last reset (by score())
         self.dropped = 0  # contexts that could not fit at all, likewise
 
@@ -174,22 +180,29 @@ class TeacherScorer:
             return TeacherScores(out, has, self.truncated, self.dropped)
         # Longest first, so each micro-batch holds similar lengths and carries little padding.
         order = sorted(range(len(rows)), key=lambda j: -(len(prompts[j]) + len(responses[j])))
-        rows = [rows[j] for j in order]
-        prompts = [prompts[j] for j in order]
-        responses = [responses[j] for j in order]
-        input_ids, attention_mask, _ = pad_prompt_response(prompts, responses, self.tokenizer.pad_token_id)
-        t_len = input_ids.shape[1] - max(len(p) for p in prompts)
+        chunks = [order[c : c + self.micro_batch_size] for c in range(0, len(order), self.micro_batch_size)]
+        scored: list[tuple[int, list[float]]] = []  # (row, log-probs of its response tokens)
         with self._as_teacher() as model:
-            device = next(model.parameters()).device
-            logp = response_logprobs(
-                model,
-                input_ids.to(device),
-                attention_mask.to(device),
-                n_response=t_len,
-                temperature=self.temperature,
-                micro_batch_size=self.micro_batch_size,
-            )
-        idx = torch.tensor(rows)
-        out[idx, :t_len] = logp.float().cpu()
-        has[idx] = True
+            for c in self.dist.deal(len(chunks)):  # every chunk, in order, in a single process
+                chunk = chunks[0 if c is None else c]  # None: a dummy forward keeping the FSDP ranks in step
+                logp = self._forward(model, [prompts[j] for j in chunk], [responses[j] for j in chunk])
+                if c is not None:
+                    scored += [(rows[j], logp[k, : len(responses[j])].tolist()) for k, j in enumerate(chunk)]
+        for i, lp in self.dist.gather(scored):
+            out[i, : len(lp)] = torch.tensor(lp)
+            has[i] = True
         return TeacherScores(out, has, self.truncated, self.dropped)
+
+    def _forward(self, model: torch.nn.Module, prompts: list[list[int]], responses: list[list[int]]) -> torch.Tensor:
+        """Teacher log-probs ``[n, max response length]`` of one micro-batch (float32, CPU)."""
+        input_ids, attention_mask, _ = pad_prompt_response(prompts, responses, self.tokenizer.pad_token_id)
+        device = next(model.parameters()).device
+        logp = response_logprobs(
+            model,
+            input_ids.to(device),
+            attention_mask.to(device),
+            n_response=input_ids.shape[1] - max(len(p) for p in prompts),
+            temperature=self.temperature,
+            micro_batch_size=len(prompts),
+        )
+        return logp.float().cpu()

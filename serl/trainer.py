@@ -15,6 +15,12 @@ held-out games through :func:`serl.evaluation.evaluate` — the same code as ``s
 Teacher inspection (docs/reference.md §7.1 ``dump_teacher_log``): with ``teacher_log.every = N > 0``, every N-th
 step while the teacher is active writes ``<run>/teacher/step_<step>.jsonl`` and a W&B ``teacher/samples``
 table (:mod:`serl.teacher_log`). A failing dump warns and sets ``teacher_log/errors``; it never stops training.
+
+Data parallel (``torchrun``, docs/distributed.md): with a :class:`~serl.distributed.Dist` of several ranks,
+each rank plays its block of the step's games and builds the teacher contexts of its own groups; both are
+gathered, so every rank holds the whole step and computes the same advantages and metrics; the teacher's and
+the learner's forward/backward chunks are dealt over the ranks inside :class:`~serl.teacher.TeacherScorer`
+and :class:`~serl.learner.Learner`. Only rank 0 writes files (its tracker is the real one).
 """
 
 from __future__ import annotations
@@ -30,18 +36,8 @@ import torch
 
 from serl.algo.advantages import grpo_advantages, step_scores, trajectory_grpo_advantages
 from serl.batch import action_masks, collate
-from serl.checkpoint import (
-    TrainingState,
-    assert_finite,
-    check_writable,
-    checkpoint_path,
-    load_checkpoint,
-    load_trainable,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-    trainable_state,
-)
+from serl.checkpoint import assert_finite, check_writable, checkpoint_path, restore_training_state, save_training_state
+from serl.distributed import SINGLE, Dist, local_tensor, merge_counts
 from serl.envs.base import EnvSuite
 from serl.evaluation import EvalSettings, evaluate
 from serl.feedback.base import FeedbackSource
@@ -57,7 +53,9 @@ from serl.metrics import (
     summarize,
 )
 from serl.progress import Progress, Timer
+from serl.policy.models import trainable_parameters
 from serl.rollout.base import RolloutWorker
+from serl.rollout.sharded import collect_sharded
 from serl.teacher import TeacherScorer, TeacherScores
 from serl.teacher_log import (
     TABLE_COLUMNS,
@@ -111,6 +109,7 @@ class Trainer:
         tracker: Tracker,
         decode: Callable[[Sequence[int]], str],
         pad_id: int,
+        dist: Dist = SINGLE,
     ):
         if settings.advantage not in ADVANTAGE_CHOICES:
             raise ValueError(f"advantage={settings.advantage!r} is not one of {ADVANTAGE_CHOICES}")
@@ -131,6 +130,7 @@ class Trainer:
         self.tracker = tracker
         self.decode = decode
         self.pad_id = pad_id
+        self.dist = dist  # this process's rank (serl.distributed); a single process by default
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.checkpoint_s = 0.0  # total time spent writing checkpoints
@@ -138,16 +138,19 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ checkpointing
     def save(self) -> Path:
-        state = TrainingState(
-            step=self.step,
-            model=trainable_state(self.model),  # the adapter with LoRA; frozen base weights come from the config
-            optimizer=self.learner.optimizer.state_dict(),
-            teacher=self.teacher.state_dict() if self.teacher is not None else None,
-            rng=rng_state(),
-            extra={"run_dir": str(self.s.run_dir)},
-        )
+        """Checkpoint the step counter, the policy's trainable weights (the adapter with LoRA; frozen base
+        weights come from the config), the optimizer, the teacher and the RNG (serl/checkpoint.py); a
+        collective under torchrun."""
         t0 = time.time()
-        path = save_checkpoint(self.s.run_dir / "checkpoints", state, keep_last=self.s.keep_last)
+        path = save_training_state(
+            self.s.run_dir / "checkpoints",
+            step=self.step,
+            model=self.model,
+            optimizer=self.learner.optimizer,
+            teacher=self.teacher.snapshot if self.teacher is not None else None,
+            extra={"run_dir": str(self.s.run_dir)},
+            keep_last=self.s.keep_last,
+        )
         self.checkpoint_s += time.time() - t0
         return path
 
@@ -155,13 +158,12 @@ class Trainer:
         """Continue from a checkpoint: weights, optimizer, teacher, RNG and step counter; the run's
         ``metrics.jsonl`` is cut back to the checkpoint's step, so every step is logged exactly once."""
         path = checkpoint_path(path)
-        state = load_checkpoint(path)
-        load_trainable(self.model, state.model, path)
-        self.learner.optimizer.load_state_dict(state.optimizer)
-        if self.teacher is not None and state.teacher is not None:
-            self.teacher.load_state_dict(state.teacher)
-        set_rng_state(state.rng)
-        self.step = state.step
+        self.step, _ = restore_training_state(
+            path,
+            model=self.model,
+            optimizer=self.learner.optimizer,
+            teacher=self.teacher.snapshot if self.teacher is not None else None,
+        )
         self.tracker.rewind(self.step)
         self.worker.sync_weights(self.model)
 
@@ -206,8 +208,12 @@ class Trainer:
         makes the teacher's weight irrelevant (Ã = A·w, §5.2), so only rows with a non-zero advantage are
         scored. Returns the contexts, the scores and the feedback source's metrics."""
         assert self.teacher is not None
-        feedback_metrics = self.feedback.prepare(groups_of(trajectories))  # batched I/O (judge requests)
-        contexts = self._contexts(trajectories)
+        lo, hi = self.dist.shard(self.s.n_tasks)  # each rank builds the contexts of the groups it played
+        mine = [t for t in trajectories if lo <= t.group_id < hi]
+        feedback_metrics = self.feedback.prepare(groups_of(mine))  # batched I/O (judge requests)
+        contexts = self.dist.gather(self._contexts(mine))
+        if self.dist.enabled:
+            feedback_metrics = merge_counts(self.dist.gather_each(feedback_metrics))
         scored = [c if a != 0 else TeacherContext() for c, a in zip(contexts, advantages.tolist())]
         n_resp = max(len(s.response_ids) for s in steps)
         scores = self.teacher.score([s.prompt for s in steps], scored, [s.response_ids for s in steps], n_resp)
@@ -219,7 +225,7 @@ class Trainer:
         if self.s.resume:
             self.restore(self.s.resume)
         start, t_start, ok = self.step, time.time(), False
-        progress = Progress(self.s.steps, initial=start)
+        progress = Progress(self.s.steps, initial=start, enabled=self.dist.is_main)
         try:
             if self.s.eval_every > 0 and self.s.eval_at_start and self.step == 0:  # where the curve starts
                 self._log(self.run_eval(progress), step=0)
@@ -261,11 +267,13 @@ class Trainer:
             temperature=e.temperature,
             max_turns=e.max_turns,
             progress=progress.episodes(self.step, "evaluating,") if progress is not None else None,
+            dist=self.dist,
         )
-        out = self.s.run_dir / "evals" / f"step_{self.step:06d}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        record = {"step": self.step, "settings": asdict(e), **result.to_json()}
-        atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+        if self.dist.is_main:
+            out = self.s.run_dir / "evals" / f"step_{self.step:06d}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            record = {"step": self.step, "settings": asdict(e), **result.to_json()}
+            atomic_write_text(out, json.dumps(record, indent=2) + "\n")
         self.last_eval_step = self.step
         return result.metrics
 
@@ -275,11 +283,11 @@ class Trainer:
         lam = self._lambda(u)
         timer = Timer()
 
-        # 1. rollout: n_tasks games x group_size episodes (§1.2-1.3)
+        # 1. rollout: n_tasks games x group_size episodes (§1.2-1.3), each rank playing its block of the games
         with timer("rollout"):
             games = self.suite.train_games(self.s.n_tasks, seed=self._seed(u))
-            rollout = self.worker.collect(
-                games, self.s.group_size, seed=self._seed(u), progress=progress.episodes(u + 1, "rollout")
+            rollout = collect_sharded(
+                self.worker, self.dist, games, self.s.group_size, seed=self._seed(u), progress=progress.episodes(u + 1, "rollout")
             )
         trajectories = rollout.trajectories
         if not trajectories:
@@ -305,7 +313,10 @@ class Trainer:
             lp, has = (scores.logprobs, scores.has_context) if scores is not None else (None, None)
             batch = collate(steps, advantages, masks, self.pad_id, lp, has)
             metrics = self.learner.update(batch, lam)
-        assert_finite(trainable_state(self.model), f"the policy after training step {u + 1} (nothing of it was saved)")
+        assert_finite(
+            {k: local_tensor(p.detach()) for k, p in trainable_parameters(self.model).items()},
+            f"the policy after training step {u + 1} (nothing of it was saved)",
+        )
         with timer("weight_sync"):
             self.worker.sync_weights(self.model)
         self.step = u + 1
@@ -318,7 +329,7 @@ class Trainer:
         if scores is not None:
             metrics.update(serl_metrics(contexts, scores.has_context, masks))
             metrics.update(feedback_metrics)
-            if self.s.teacher_log.due(self.step):
+            if self.s.teacher_log.due(self.step) and self.dist.is_main:
                 metrics.update(self._teacher_log(batch, advantages, steps, owners, contexts, lam))
         metrics.update(timer.metrics())
         check_finite(metrics, self.step)
