@@ -15,9 +15,11 @@ What is measured
     For each backend of ``--backends`` (default ``hf,vllm``; vLLM is skipped with a message when not
     installed) two paths are timed on the same prompts and sampling settings:
 
-    * ``serl``: ``generator.generate(prompts, max_new_tokens, temperature, top_p, seed)`` of the generator
-      :func:`serl.build.build_generator` makes (HFGenerator / VLLMGenerator): behaviour log-probs, eos
-      trimming, decoding, per-request seeds, identical prompts grouped into n-sample requests.
+    * ``serl``: ``generator.generate(prompts, max_new_tokens, temperature, top_p, seeds)`` of the generator
+      :func:`serl.build.build_generator` makes (HFGenerator / VLLMGenerator), with the per-episode seeds
+      ``RolloutWorker.collect`` passes at turn 0: behaviour log-probs, eos trimming, decoding, per-prompt
+      seeded sampling (HF: serl's batch-invariant sampler on a greedy ``generate``; vLLM: one seeded
+      request per prompt).
     * ``raw``: the backend called directly — HF: ``model.generate(input_ids, attention_mask,
       do_sample=True, temperature, top_p, top_k=0, max_new_tokens, eos_token_id, pad_token_id)`` on the same
       left-padded ids with no log-prob capture; vLLM: ``engine.llm.generate([TokensPrompt(ids)] ...,
@@ -162,7 +164,7 @@ class _RecordingGenerator:
     def __init__(self):
         self.calls: list[list[list[int]]] = []
 
-    def generate(self, prompts, max_new_tokens, temperature, top_p, seed):
+    def generate(self, prompts, max_new_tokens, temperature, top_p, seeds):
         from serl.rollout.base import Generation
 
         self.calls.append([list(p) for p in prompts])
@@ -186,6 +188,13 @@ def student_prompts(cfg, suite, tokenizer, n_games: int, group_size: int) -> tup
     if len(recorder.calls) != 1:
         raise RuntimeError(f"expected one generation call at turn 0, got {len(recorder.calls)}")
     return [str(g) for g in games], recorder.calls[0]
+
+
+def prompt_seeds(seed: int, n: int) -> list[int]:
+    """The sampling seeds ``RolloutWorker.collect(..., seed)`` gives its ``n`` episodes at turn 0."""
+    from serl.rollout.base import episode_seed
+
+    return [episode_seed(seed, e, 0) for e in range(n)]
 
 
 # ------------------------------------------------------------------------------------------ counting
@@ -218,7 +227,8 @@ def hf_paths(generator, model, prompts, eos_ids, s) -> dict[str, Callable[[int],
     )
 
     def serl(seed: int) -> int:
-        gens = generator.generate(prompts, s["max_new_tokens"], s["temperature"], s["top_p"], seed)
+        seeds = prompt_seeds(seed, len(prompts))
+        gens = generator.generate(prompts, s["max_new_tokens"], s["temperature"], s["top_p"], seeds)
         return sum(len(g.ids) for g in gens)
 
     def raw(seed: int) -> int:
@@ -258,7 +268,8 @@ def vllm_paths(generator, prompts, eos_ids, s) -> dict[str, Callable[[int], int]
 
     def serl(seed: int) -> int:
         llm.reset_prefix_cache()
-        gens = generator.generate(prompts, s["max_new_tokens"], s["temperature"], s["top_p"], seed)
+        seeds = prompt_seeds(seed, len(prompts))
+        gens = generator.generate(prompts, s["max_new_tokens"], s["temperature"], s["top_p"], seeds)
         return sum(len(g.ids) for g in gens)
 
     def raw(seed: int) -> int:

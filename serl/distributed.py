@@ -180,8 +180,10 @@ def shard_model(
 ) -> torch.nn.Module:
     """Wrap ``model`` in FSDP2 over all ranks, in place: ``fully_shard`` on every decoder block, then the root
     (embeddings, final norm and a tied head stay in the root's group). ``mixed_precision``: ``auto`` = bf16
-    parameters for compute with fp32 gradient reduction on CUDA, plain fp32 on CPU; ``bf16`` forces the former,
-    ``fp32`` the latter. Gradients are summed over the ranks, not averaged (see the module docstring).
+    parameters for compute with fp32 gradient reduction on CUDA, the model's own dtype on CPU; ``bf16`` forces
+    the former, ``fp32`` the latter. With bf16 compute the sharded parameters are upcast to fp32 first, so the
+    optimizer updates fp32 master weights (a bf16 weight near 0.02 moves in steps of ~1e-4: an update of
+    lr 1e-6 would round away). Gradients are summed over the ranks, not averaged (see the module docstring).
     Returns ``model`` (a no-op with one rank)."""
     if mixed_precision not in MIXED_PRECISION_CHOICES:
         raise ValueError(f"distributed.mixed_precision={mixed_precision!r} is not one of {MIXED_PRECISION_CHOICES}")
@@ -193,6 +195,8 @@ def shard_model(
     mesh = init_device_mesh("cuda" if device.startswith("cuda") else "cpu", (dist.world_size,))
     bf16 = mixed_precision == "bf16" or (mixed_precision == "auto" and device.startswith("cuda"))
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
+    if bf16:  # the shards are the fp32 master weights AdamW updates; compute all-gathers them as bf16
+        model.float()
     blocks = _block_classes(model)
     kwargs = dict(mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
     for module in list(model.modules()):

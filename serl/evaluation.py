@@ -12,8 +12,9 @@ projection, validity rule and batched generation), with three differences of set
   :meth:`~serl.rollout.base.RolloutWorker.collect` for this call only; the worker is left unchanged;
 * the episode cap is the evaluation's ``max_turns``.
 
-The global python/numpy/torch RNG state is restored afterwards (generation re-seeds torch every turn), so
-switching periodic evaluation on does not change what a training run samples after it.
+Every episode samples from its own seeded stream (per episode and turn, :func:`serl.rollout.base.episode_seed`),
+and the global python/numpy/torch RNG state is restored afterwards, so switching periodic evaluation on does
+not change what a training run samples after it.
 
 Used by ``scripts/eval.py`` (any model or training checkpoint) and by the trainer (``eval_every``).
 """
@@ -143,7 +144,7 @@ def evaluate(
         worker: the rollout worker (its generator samples from the policy's current weights).
         suite: the env suite; its ``eval_split`` pool is disjoint from the training pool.
         n_games: games to play (<= the eval pool's size).
-        seed: env reset seed ``seed + i`` for game ``i``; generation is seeded per turn from ``seed``.
+        seed: env reset seed ``seed + i`` for game ``i``; generation is seeded per episode and turn from ``seed``.
         temperature: sampling temperature for this call (0.4 = reference validation, 0 = greedy).
         max_turns: episode cap in env steps.
         progress: ``progress(finished_games, n_games)`` after every turn.

@@ -11,9 +11,11 @@ code runs on a GPU with the ``vllm`` package (``pip install -e .[vllm]``) and on
   ``$SERL_CACHE/vllm``, next to serl's models); on CPU the KV cache is ``kv_cache_gb`` GiB
   (``VLLM_CPU_KVCACHE_SPACE``, whole GiB), on GPU a ``gpu_memory_utilization`` share of the card. ``tensor_parallel_size > 1`` needs several GPUs.
 * **Generation** (:meth:`VLLMEngine.generate`): prompts are token ids (``TokensPrompt``: nothing is
-  re-tokenised); identical prompts of one call (the ``group_size`` episodes of a game at turn 0) become ONE
-  request with ``n`` samples, so vLLM shares their prefill. Per-request seeds (:func:`request_seed`) make a
-  call reproducible without two samples sharing a random stream.
+  re-tokenised); every prompt is its own request (``n = 1``) seeded with :func:`request_seed` of that
+  prompt's seed, so a sample depends on its prompt and seed only, not on the other prompts of the call
+  (the batch-invariance contract of :class:`serl.rollout.base.Generator`, up to float rounding). Identical
+  prompts (the ``group_size`` episodes of a game at turn 0) still share their prefill through vLLM's
+  prefix cache.
   Returned with each sample: its token ids, the behaviour log-prob of each sampled token and the text
   ``tokenizer.decode(ids, skip_special_tokens=True)`` (as the HF backend; vLLM's own detokenizer drops a
   trailing incomplete UTF-8 character). ``logprobs_mode="processed_logprobs"``: log-softmax of the logits after temperature (and after
@@ -35,7 +37,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,21 +64,20 @@ def require_vllm() -> None:
 
 
 _MASK64 = (1 << 64) - 1
-_CHILD_STRIDE = 1 << 16  # vLLM seeds the i-th of n samples with seed + i: requests must be further apart
 
 
-def request_seed(seed: int, k: int) -> int:
-    """Seed of the k-th request of a call seeded ``seed``: a SplitMix64 hash of ``seed`` plus ``k·2^16``.
+def request_seed(seed: int) -> int:
+    """vLLM seed of the request of a prompt seeded ``seed``: a SplitMix64 hash of ``seed``, in ``0 .. 2^63-1``.
 
-    vLLM seeds the n samples of one request with ``seed, seed+1, …``; consecutive call seeds (one per
-    turn) or consecutive request seeds would therefore reuse each other's random streams. Hashing the call
-    seed and spacing requests ``2^16`` apart keeps every sample's stream distinct (n < 65536).
+    vLLM seeds a request's random generator with the seed itself (and the i-th of n samples with
+    ``seed + i``), so raw consecutive seeds would give related or shared streams; hashed, nearby prompt
+    seeds get unrelated ones.
     """
     z = (int(seed) + 0x9E3779B97F4A7C15) & _MASK64
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
     z ^= z >> 31
-    return (z + k * _CHILD_STRIDE) % (1 << 63)
+    return z % (1 << 63)
 
 
 class _DropRotaryReloadWarning(logging.Filter):
@@ -156,50 +156,52 @@ class VLLMEngine:
         max_tokens: int,
         temperature: float,
         top_p: float,
-        seed: int | None,
+        seeds: list[int | None] | None,
         stop_token_ids: list[int] | None = None,
     ) -> list[Sample]:
-        """One sample per prompt, in order (identical prompts share one request with ``n`` samples)."""
+        """One sample per prompt, in order: one ``n = 1`` request per prompt, seeded
+        :func:`request_seed` ``(seeds[i])`` (unseeded where ``seeds`` or its entry is ``None``)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         if not prompts:
             return []
-        slots: dict[tuple[int, ...], list[int]] = defaultdict(list)  # unique prompt -> positions in `prompts`
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError(f"VLLMEngine.generate got {len(seeds)} seeds for {len(prompts)} prompts")
+        requests, params = [], []
         for i, p in enumerate(prompts):
             if not p:
                 raise ValueError("VLLMEngine.generate got an empty prompt")
-            slots[tuple(p)].append(i)
-        requests, params = [], []
-        for k, (prompt, where) in enumerate(slots.items()):
-            requests.append(TokensPrompt(prompt_token_ids=list(prompt)))
+            seed = None if seeds is None else seeds[i]
+            requests.append(TokensPrompt(prompt_token_ids=list(p)))
             params.append(
                 SamplingParams(
-                    n=len(where),
+                    n=1,
                     temperature=max(float(temperature), 0.0),
                     top_p=float(top_p),
                     top_k=0,
                     max_tokens=int(max_tokens),
                     logprobs=0,  # the sampled token's log-prob only
-                    seed=None if seed is None else request_seed(seed, k),
+                    seed=None if seed is None else request_seed(seed),
                     stop_token_ids=stop_token_ids,
                     detokenize=False,  # decoded below from the ids, as the HF backend does
                 )
             )
         outputs = self.llm.generate(requests, params, use_tqdm=False)
-        result: list[Sample | None] = [None] * len(prompts)
-        for out, where in zip(outputs, slots.values()):
-            completions = sorted(out.outputs, key=lambda c: c.index)
-            for i, c in zip(where, completions):
-                ids = list(c.token_ids)
-                lps = [float(step[tok].logprob) for step, tok in zip(c.logprobs or [], ids)]
-                if len(lps) != len(ids):
-                    raise RuntimeError(f"vLLM returned {len(lps)} log-probs for {len(ids)} tokens")
-                # tokenizer.decode, not vLLM's incremental detokenizer: that one drops a trailing incomplete
-                # UTF-8 character, where decode gives U+FFFD, so the env would see another action text
-                text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                result[i] = Sample(ids, lps, text, "length" if c.finish_reason == "length" else "stop")
-        return [r for r in result if r is not None]
+        if len(outputs) != len(prompts):
+            raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} requests")
+        result: list[Sample] = []
+        for out in outputs:
+            (c,) = out.outputs
+            ids = list(c.token_ids)
+            lps = [float(step[tok].logprob) for step, tok in zip(c.logprobs or [], ids)]
+            if len(lps) != len(ids):
+                raise RuntimeError(f"vLLM returned {len(lps)} log-probs for {len(ids)} tokens")
+            # tokenizer.decode, not vLLM's incremental detokenizer: that one drops a trailing incomplete
+            # UTF-8 character, where decode gives U+FFFD, so the env would see another action text
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            result.append(Sample(ids, lps, text, "length" if c.finish_reason == "length" else "stop"))
+        return result
 
     def sequence_logprobs(self, prompt: list[int], continuation: list[int]) -> list[float]:
         """Log-probs (temperature 1) the engine's model assigns to ``continuation`` after ``prompt``."""

@@ -1,11 +1,18 @@
 """The multi-turn rollout loop over a generation backend (docs/reference.md §1.3, docs/design.md §1 step 1).
 
 :class:`RolloutWorker` plays ``len(games) × group_size`` episodes; the ``group_size`` episodes of game i
-form GRPO group i (§1.2). At every turn, for every still-active episode, the student prompt is rebuilt
-fresh by the env suite's template (task, last H (observation, action) pairs, step index, current
-observation, admissible actions; §1.3, §8.1), chat-templated as ONE user message with the generation
-prompt, and all active episodes are generated in one batched call. The decoded response is projected to an
+form GRPO group ``first_group + i`` (§1.2; ``first_group`` is 0 unless the games are a shard). At every
+turn, for every still-active episode, the student prompt is rebuilt fresh by the env suite's template
+(task, last H (observation, action) pairs, step index, current observation, admissible actions; §1.3,
+§8.1), chat-templated as ONE user message with the generation prompt, and all active episodes are
+generated in one batched call. The decoded response is projected to an
 env action (§8.3) and each env step becomes one :class:`serl.types.Step` — the GRPO training sample.
+
+Seeding is per episode, never per batch: game i of a call is global GRPO group ``g = first_group + i``; its
+episode j (global episode ``e = g · group_size + j``) resets its env with ``seed + e`` and samples turn t
+with :func:`episode_seed` ``(seed, e, t)``, and every :class:`Generator` makes a prompt's sample depend only
+on its prompt, its seed and the weights. So playing the games in shards (``first_group`` = the shard's
+first game, e.g. one shard per data-parallel rank) gives the trajectories of one call over all the games.
 
 Differences from the reference, on purpose: finished envs are not stepped again (the reference keeps
 stepping them and drops the records via ``active_masks``); prompts longer than ``max_prompt_tokens`` are
@@ -38,8 +45,14 @@ class Generation:
     finish_reason: str
 
 
-def check_generate_args(prompts: Sequence[Sequence[int]], max_new_tokens: int, top_p: float) -> None:
+def check_generate_args(
+    prompts: Sequence[Sequence[int]], max_new_tokens: int, top_p: float, seeds: Sequence[int | None] | None = None
+) -> None:
     """The argument checks every :class:`Generator` backend makes before sampling."""
+    if seeds is not None and len(seeds) != len(prompts):
+        raise ValueError(
+            f"generate got {len(seeds)} seeds for {len(prompts)} prompts: pass one seed per prompt (or seeds=None)"
+        )
     if any(len(p) == 0 for p in prompts):
         raise ValueError("generate got an empty prompt")
     if max_new_tokens < 1:
@@ -55,9 +68,17 @@ class Generator(Protocol):
         max_new_tokens: int,
         temperature: float,
         top_p: float,
-        seed: int | None,
+        seeds: list[int | None] | None,
     ) -> list[Generation]:
-        """One response per prompt (prompt ids unpadded), in order."""
+        """One response per prompt (prompt ids unpadded), in order, prompt i sampled with ``seeds[i]``.
+
+        ``seeds``: one seed per prompt (``len(seeds) == len(prompts)``); ``None`` (the list or an entry):
+        unseeded. Contract: a prompt's sample depends only on its prompt ids, its seed and the weights (and
+        ``max_new_tokens``, ``temperature``, ``top_p``), never on the other prompts of the call — their
+        number, order, lengths or seeds — up to the float rounding of a padded batch's forward pass. The
+        same prompt twice with the same seed gives the same sample; distinct seeds give independent ones.
+        ``temperature <= 0`` is greedy (seeds unused).
+        """
         ...
 
     def sync_weights(self, model: Any) -> None:
@@ -170,17 +191,25 @@ class RolloutWorker:
         progress: Callable[[int, int], None] | None = None,
         max_turns: int | None = None,
         temperature: float | None = None,
+        first_group: int = 0,
     ) -> Rollout:
         """Play ``len(games) × group_size`` episodes; return the kept ones and the call's stats.
 
-        Episode ``(i, j)`` plays ``games[i]`` with env seed ``seed + i * group_size + j``; the generator
-        is seeded per turn from ``seed``. ``progress(finished_episodes, total_episodes)`` is called after
-        every turn. ``max_turns`` overrides the suite's episode cap (evaluation uses a longer one);
+        ``games[i]`` is global group ``g = first_group + i`` (``Trajectory.group_id = g``); its episode j is
+        global episode ``e = g * group_size + j``, with env seed ``seed + e`` and sampling seed
+        :func:`episode_seed` ``(seed, e, turn)`` at each turn. Episodes therefore depend on ``(seed, g, j)``
+        only, not on which other games share the call: ``collect(games[:k], ...)`` followed by
+        ``collect(games[k:], ..., first_group=k)`` plays the episodes of ``collect(games, ...)`` (up to the
+        float rounding of batched forward passes). ``progress(finished_episodes, total_episodes)`` is
+        called after every turn. ``max_turns`` overrides the suite's episode cap (evaluation uses a longer one);
         ``temperature`` overrides the worker's sampling temperature for this call only (0 = greedy;
         evaluation samples at 0.4, docs/reference.md §8.4) — the worker itself is not changed.
         """
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
+        if first_group < 0:
+            raise ValueError(f"first_group must be >= 0, got {first_group}")
+        first_group = int(first_group)
         cap = int(self.suite.max_turns if max_turns is None else max_turns)
         if cap < 1:
             raise ValueError(f"max_turns must be >= 1, got {cap}")
@@ -191,23 +220,24 @@ class RolloutWorker:
         envs = EpisodeEnvs(self.host, max_steps=cap, retries=self.env_retries)
         episodes: dict[tuple[int, int], _Episode] = {}
         try:
-            ids = [(i, j) for i in range(len(games)) for j in range(group_size)]
+            # episode key (g, j): global group g = first_group + i of games[i], episode j of the group
+            ids = [(first_group + i, j) for i in range(len(games)) for j in range(group_size)]
             t0 = time.perf_counter()
-            opened = envs.reset([((i, j), games[i], seed + i * group_size + j) for i, j in ids])
+            opened = envs.reset([((g, j), games[g - first_group], seed + g * group_size + j) for g, j in ids])
             stats["env_s"] += time.perf_counter() - t0
-            for (i, j), (obs, info) in opened.items():
+            for (g, j), (obs, info) in opened.items():
                 task = str(info["task"])
                 admissible = tuple(info["admissible_commands"])
                 prompt = self._render(task, [], 0, obs, admissible)
                 traj = Trajectory(
-                    group_id=i,
+                    group_id=g,
                     traj_id=j,
-                    game=str(info.get("game", games[i])),
+                    game=str(info.get("game", games[g - first_group])),
                     task_type=str(info.get("task_type", "")),
                     task=task,
                     won=bool(info.get("won", False)),
                 )
-                episodes[(i, j)] = _Episode(traj, [], str(obs), admissible, prompt, self._encode(prompt))
+                episodes[(g, j)] = _Episode(traj, [], str(obs), admissible, prompt, self._encode(prompt))
             for turn in range(cap):
                 active = {k: e for k, e in episodes.items() if e.active and k not in envs.dropped}
                 if not active:
@@ -218,7 +248,7 @@ class RolloutWorker:
                     max_new_tokens=self.max_new_tokens,
                     temperature=temp,
                     top_p=self.top_p,
-                    seed=_turn_seed(seed, turn),
+                    seeds=[episode_seed(seed, g * group_size + j, turn) for g, j in active],
                 )
                 stats["generate_s"] += time.perf_counter() - t0
                 if len(gens) != len(active):
@@ -237,10 +267,11 @@ class RolloutWorker:
                     progress(sum(not e.active or k in envs.dropped for k, e in episodes.items()), len(ids))
         finally:
             envs.close()
-        kept = [e.traj for k, e in sorted(episodes.items()) if k not in envs.dropped]
+        kept = [e.traj for k, e in sorted(episodes.items()) if k not in envs.dropped]  # (group_id, traj_id)
         kept = _complete_groups(kept, min_size=min(2, group_size))
         stats["env_errors"] = envs.errors
         stats["dropped_episodes"] = len(ids) - len(kept)
+        # this call's groups are first_group .. first_group + len(games) - 1, whatever the offset
         stats["dropped_groups"] = len(games) - len({t.group_id for t in kept})
         return Rollout(kept, stats)
 
@@ -282,13 +313,31 @@ class RolloutWorker:
 
 def _complete_groups(trajectories: list[Trajectory], min_size: int) -> list[Trajectory]:
     """``trajectories`` without the groups that kept fewer than ``min_size`` episodes (a GRPO group needs two
-    rollouts to compare)."""
+    rollouts to compare). Groups are told apart by their (global) ``group_id``, so any ``first_group``
+    offset works; the order is kept."""
     sizes: dict[int, int] = {}
     for t in trajectories:
         sizes[t.group_id] = sizes.get(t.group_id, 0) + 1
     return [t for t in trajectories if sizes[t.group_id] >= min_size]
 
 
-def _turn_seed(seed: int, turn: int) -> int:
-    """Generator seed of one turn: distinct per (seed, turn), within torch's 64-bit seed range."""
-    return (int(seed) * 100_003 + turn) % (2**63)
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(z: int) -> int:
+    """SplitMix64: a bijection of 64-bit integers whose outputs look independent for nearby inputs."""
+    z = (z + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def episode_seed(seed: int, episode: int, turn: int) -> int:
+    """Sampling seed of global episode ``episode`` at ``turn`` of a rollout seeded ``seed`` (see
+    :meth:`RolloutWorker.collect`): a SplitMix64 hash of the three, in ``0 .. 2^63 - 1``. Nearby arguments
+    give unrelated seeds, so no two (episode, turn) pairs of a run share a random stream by construction
+    (only by a ~2^-63 chance)."""
+    h = _mix64(int(seed) & _MASK64)
+    h = _mix64(h ^ (int(episode) & _MASK64))
+    h = _mix64(h ^ (int(turn) & _MASK64))
+    return h >> 1

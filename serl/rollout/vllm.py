@@ -2,9 +2,11 @@
 
 :class:`VLLMGenerator` implements :class:`serl.rollout.base.Generator` over a
 :class:`serl.policy.vllm_engine.VLLMEngine`, so the multi-turn :class:`~serl.rollout.base.RolloutWorker`
-runs unchanged on either backend: every turn, all active episodes go to the engine in one batched call
-(identical prompts — the ``group_size`` episodes of a game at turn 0 — as one request with ``n`` samples),
-and each sample comes back as token ids + behaviour log-probs + text, with no re-tokenisation.
+runs unchanged on either backend: every turn, all active episodes go to the engine in one batched call,
+one ``n = 1`` request per prompt seeded from that prompt's seed (so a sample does not depend on the other
+prompts of the call; identical prompts — the ``group_size`` episodes of a game at turn 0 — share their
+prefill through the prefix cache), and each sample comes back as token ids + behaviour log-probs + text,
+with no re-tokenisation.
 
 Conventions shared with the HF backend (:mod:`serl.rollout.hf`), so the learner sees the same thing from
 both: plain sampling (``top_k`` off), greedy when ``temperature <= 0``; the end-of-sequence ids of the
@@ -44,16 +46,17 @@ class VLLMGenerator:
         max_new_tokens: int,
         temperature: float,
         top_p: float,
-        seed: int | None,
+        seeds: list[int | None] | None,
     ) -> list[Generation]:
-        """One response per prompt (prompt ids unpadded), in order. See the module docstring."""
-        check_generate_args(prompts, max_new_tokens, top_p)
+        """One response per prompt (prompt ids unpadded), in order, prompt i sampled with ``seeds[i]``
+        (:class:`~serl.rollout.base.Generator`). See the module docstring."""
+        check_generate_args(prompts, max_new_tokens, top_p, seeds)
         samples = self.engine.generate(
             prompts,
             max_tokens=int(max_new_tokens),
             temperature=max(float(temperature), 0.0),
             top_p=float(top_p),
-            seed=seed,
+            seeds=seeds,
             stop_token_ids=self.eos_ids,
         )
         return [Generation(ids=s.ids, logprobs=s.logprobs, text=s.text, finish_reason=s.finish_reason) for s in samples]

@@ -51,11 +51,24 @@ def pair():
 def test_greedy_rollout_on_cuda_matches_cpu(pair):
     cpu, gpu, tok = pair
     prompts = [tok.encode(t, add_special_tokens=False) for t in ("go to the desk 1", "take mug 1 from", "open")]
-    a = HFGenerator(cpu, tok).generate(prompts, max_new_tokens=12, temperature=0.0, top_p=1.0, seed=0)
-    b = HFGenerator(gpu, tok).generate(prompts, max_new_tokens=12, temperature=0.0, top_p=1.0, seed=0)
+    a = HFGenerator(cpu, tok).generate(prompts, max_new_tokens=12, temperature=0.0, top_p=1.0, seeds=None)
+    b = HFGenerator(gpu, tok).generate(prompts, max_new_tokens=12, temperature=0.0, top_p=1.0, seeds=None)
     assert [g.ids for g in a] == [g.ids for g in b]
     for x, y in zip(a, b):
         assert max(abs(p - q) for p, q in zip(x.logprobs, y.logprobs)) < TOL
+
+
+def test_seeded_sampling_on_cuda_matches_cpu(pair):
+    """Each row's random stream is drawn on the host from its seed, so a seeded sample is the same on either
+    device (up to logits rounding, ~1e-6 here), at top_p 1 and < 1."""
+    cpu, gpu, tok = pair
+    prompts = [tok.encode(t, add_special_tokens=False) for t in ("go to the desk 1", "take mug 1 from", "open")]
+    for top_p in (1.0, 0.9):
+        a = HFGenerator(cpu, tok).generate(prompts, max_new_tokens=12, temperature=1.0, top_p=top_p, seeds=[4, 5, 6])
+        b = HFGenerator(gpu, tok).generate(prompts, max_new_tokens=12, temperature=1.0, top_p=top_p, seeds=[4, 5, 6])
+        assert [g.ids for g in a] == [g.ids for g in b]
+        for x, y in zip(a, b):
+            assert max(abs(p - q) for p, q in zip(x.logprobs, y.logprobs)) < TOL
 
 
 def test_teacher_scores_on_cuda_match_cpu(pair):

@@ -64,7 +64,7 @@ class _ScriptedGenerator:
         self.responses = responses
         self.calls = 0
 
-    def generate(self, prompts, max_new_tokens, temperature, top_p, seed):
+    def generate(self, prompts, max_new_tokens, temperature, top_p, seeds):
         assert len(prompts) == 1, "one episode at a time"
         ids = self.responses[self.calls]
         self.calls += 1

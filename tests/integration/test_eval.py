@@ -98,9 +98,9 @@ class _Recorder:
             env.reset = recording_reset
             return env
 
-        def recording_generate(prompts, max_new_tokens, temperature, top_p, seed):
+        def recording_generate(prompts, max_new_tokens, temperature, top_p, seeds):
             self.temperatures.append(temperature)
-            return generate(prompts, max_new_tokens, temperature, top_p, seed)
+            return generate(prompts, max_new_tokens, temperature, top_p, seeds)
 
         monkeypatch.setattr(suite, "make_env", recording_make_env)
         monkeypatch.setattr(worker.generator, "generate", recording_generate)

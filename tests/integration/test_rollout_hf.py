@@ -1,7 +1,9 @@
 """RolloutWorker + HFGenerator on the tiny model (docs/reference.md §1.3).
 
-A scripted toy suite checks the loop's bookkeeping exactly (no ghost steps, history, next_prompt, stats);
-the real ALFWorld suite (generated games, real TextWorld engine) checks the records end to end.
+A scripted toy suite checks the loop's bookkeeping exactly (no ghost steps, history, next_prompt, stats,
+per-episode env and sampling seeds); the real ALFWorld suite (generated games, real TextWorld engine) checks
+the records end to end. Sampling is batch-invariant: a prompt's sample is the same alone or among other,
+longer prompts, and collecting the games in shards (``first_group``) gives the trajectories of one call.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import gymnasium as gym
 import pytest
 
 from serl.policy.models import chat_prompt_ids
-from serl.rollout.base import Generation, RolloutWorker
+from serl.rollout.base import Generation, RolloutWorker, episode_seed
 from serl.rollout.hf import HFGenerator
 
 
@@ -23,10 +25,11 @@ class _CountdownEnv(gym.Env):
     def __init__(self):
         self.k = self.t = 0
         self.closed = False
+        self.seed = None
 
     def reset(self, seed=None, options=None):
         super().reset(seed=seed)
-        self.k, self.t = int(options["game"][1:]), 0
+        self.k, self.t, self.seed = int(options["game"][1:]), 0, seed
         return "obs 0", self._info(False)
 
     def _info(self, won):
@@ -74,14 +77,15 @@ class _ToySuite:
 
 
 class _RecordingGenerator:
-    """Wraps a generator and records the batch sizes it is called with."""
+    """Wraps a generator and records the batch sizes and seeds it is called with."""
 
     def __init__(self, inner):
-        self.inner, self.batches = inner, []
+        self.inner, self.batches, self.seeds = inner, [], []
 
-    def generate(self, prompts, max_new_tokens, temperature, top_p, seed):
+    def generate(self, prompts, max_new_tokens, temperature, top_p, seeds):
         self.batches.append(len(prompts))
-        return self.inner.generate(prompts, max_new_tokens, temperature, top_p, seed)
+        self.seeds.append(list(seeds))
+        return self.inner.generate(prompts, max_new_tokens, temperature, top_p, seeds)
 
     def sync_weights(self, model):
         self.inner.sync_weights(model)
@@ -101,6 +105,10 @@ def test_rollout_bookkeeping_on_toy_suite(tiny_policy):
     assert [t.won for t in trajs] == [True, True, False, False]
     assert trajs[0].steps[0].done and trajs[0].steps[0].reward == 10.0 and trajs[0].episode_reward == 10.0
     assert gen.batches == [4, 2, 2]  # one batched call per turn over the active episodes
+    # per-episode seeds: env seed + e, sampling seed episode_seed(seed, e, turn) of global episode e = g·G + j
+    assert sorted(env.seed for env in suite.envs) == [0, 1, 2, 3]
+    assert gen.seeds[0] == [episode_seed(0, e, 0) for e in range(4)]
+    assert gen.seeds[1:] == [[episode_seed(0, e, t) for e in (2, 3)] for t in (1, 2)]  # g5's episodes
     assert seen[-1] == (4, 4)
     assert all(env.closed for env in suite.envs) and len(suite.envs) == 4
     t = trajs[2]
@@ -131,6 +139,59 @@ def test_rollout_same_seed_same_trajectories(tiny_policy):
     a = worker.collect(["g3"], group_size=2, seed=11).trajectories
     b = worker.collect(["g3"], group_size=2, seed=11).trajectories
     assert [[s.response_ids for s in t.steps] for t in a] == [[s.response_ids for s in t.steps] for t in b]
+
+
+def _rollout_key(trajs):
+    """What must not depend on how the games were split: ids, games, actions, sampled ids, rewards."""
+    return [
+        (t.group_id, t.traj_id, t.game, [(s.action, s.response_ids, s.prompt_ids, s.reward, s.done) for s in t.steps])
+        for t in trajs
+    ]
+
+
+def _assert_same_rollouts(parts, whole):
+    assert _rollout_key(parts) == _rollout_key(whole)
+    for a, b in zip(parts, whole):
+        for x, y in zip(a.steps, b.steps):
+            assert max((abs(p - q) for p, q in zip(x.response_logprobs, y.response_logprobs)), default=0.0) < 1e-5
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.9])
+def test_hf_sample_is_batch_invariant(tiny_policy, top_p):
+    """A prompt's sample depends on its ids and seed only: the same alone and among other, longer prompts
+    (left padding, other seeds, another position), and another seed gives another sample."""
+    model, tok = tiny_policy
+    gen = HFGenerator(model, tok)
+    p = chat_prompt_ids(tok, "go to countertop 1")
+    longer = [chat_prompt_ids(tok, "You arrive at fridge 1. The fridge 1 is closed. " * k) for k in (2, 5)]
+    assert all(len(q) > len(p) for q in longer)
+    (alone,) = gen.generate([p], 16, temperature=1.0, top_p=top_p, seeds=[42])
+    batch = gen.generate([longer[0], p, longer[1], p], 16, temperature=1.0, top_p=top_p, seeds=[7, 42, 8, 43])
+    assert batch[1].ids == alone.ids
+    assert max(abs(a - b) for a, b in zip(batch[1].logprobs, alone.logprobs)) < 1e-5
+    assert batch[3].ids != alone.ids  # the same prompt with another seed
+    swapped = gen.generate([p, longer[1]], 16, temperature=1.0, top_p=top_p, seeds=[42, 8])
+    assert swapped[0].ids == alone.ids and swapped[1].ids == batch[2].ids
+
+
+def test_sharded_collect_equals_one_collect_on_toy_suite(tiny_policy):
+    """Games of different lengths (the active batch shrinks differently per shard): shards with
+    ``first_group`` give the single call's trajectories, group ids and env seeds."""
+    model, tok = tiny_policy
+    games, G = ["g2", "g4", "g1", "g3"], 2
+    suite = _ToySuite(max_turns=3)
+    worker = RolloutWorker(HFGenerator(model, tok), tok, suite, max_new_tokens=6, temperature=1.0)
+    whole = worker.collect(games, G, seed=5)
+    seeds_whole = sorted(env.seed for env in suite.envs)
+    suite.envs.clear()
+    first = worker.collect(games[:1], G, seed=5)
+    rest = worker.collect(games[1:], G, seed=5, first_group=1)
+    assert sorted(env.seed for env in suite.envs) == seeds_whole == list(range(5, 5 + len(games) * G))
+    assert [t.group_id for t in rest.trajectories] == [1, 1, 2, 2, 3, 3]
+    _assert_same_rollouts(first.trajectories + rest.trajectories, whole.trajectories)
+    assert rest.stats["dropped_groups"] == rest.stats["dropped_episodes"] == 0
+    with pytest.raises(ValueError, match="first_group"):
+        worker.collect(games, G, seed=5, first_group=-1)
 
 
 def test_rollout_refuses_long_prompts(tiny_policy):
@@ -192,3 +253,19 @@ def test_rollout_on_real_alfworld(tiny_policy, alfworld_suite):
                 assert prev.action in s.prompt  # the history shows the previous action
         assert t.won == any(s.reward > 0 for s in t.steps)
     assert rollout.stats["tokens_generated"] == sum(len(s.response_ids) for t in trajs for s in t.steps)
+
+
+def test_sharded_collect_equals_one_collect_on_real_alfworld(tiny_policy, alfworld_suite):
+    """``collect(games[:2]) + collect(games[2:4], first_group=2) == collect(games[:4])`` on real ALFWorld:
+    group ids, actions, response ids (log-probs within 1e-5)."""
+    model, tok = tiny_policy
+    suite = alfworld_suite
+    games, G = suite.train_games(4, seed=0), 2
+    worker = RolloutWorker(HFGenerator(model, tok), tok, suite, max_new_tokens=16, max_prompt_tokens=8192)
+    whole = worker.collect(games[:4], G, seed=3)
+    first = worker.collect(games[:2], G, seed=3)
+    second = worker.collect(games[2:4], G, seed=3, first_group=2)
+    assert [(t.group_id, t.traj_id) for t in second.trajectories] == [(2, 0), (2, 1), (3, 0), (3, 1)]
+    assert [(t.group_id, t.traj_id) for t in whole.trajectories] == [(g, j) for g in range(4) for j in range(G)]
+    _assert_same_rollouts(first.trajectories + second.trajectories, whole.trajectories)
+    assert sum(len(t.steps) for t in whole.trajectories) > len(whole.trajectories)  # several turns played

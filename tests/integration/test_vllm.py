@@ -9,7 +9,8 @@ real builder.
   HF policy (1e-3) and no longer like the pre-update one (the push matters);
 * behaviour log-probs of ``VLLMGenerator.generate`` are HF's ``log_softmax(logits / T)`` of the sampled ids
   at T = 1 and T = 0.7; a stopped sample ends with its eos id; greedy samples are the argmax;
-* identical prompts: n samples of one request come back in order, distinct, reproducible for a seed;
+* per-prompt seeds: identical prompts with distinct seeds give distinct samples, in order; a prompt's sample
+  depends on its own seed only (reproducible, the same alone or in another batch);
 * a 2-step ``rollout=vllm`` training run through ``build_trainer`` serves the trained weights;
 * a LoRA policy is exported merged under the base checkpoint names, served exactly, and left unmerged.
 """
@@ -150,7 +151,7 @@ def test_learner_update_then_sync_matches_hf_logprobs(engine, generator, tiny_pa
 
     # a real batch: 2 prompts x 2 samples from the vLLM generator, advantages +1 / -1
     step_prompts = [chat_prompt_ids(tok, USER[0])] * 2 + [chat_prompt_ids(tok, USER[1])] * 2
-    gens = generator.generate(step_prompts, max_new_tokens=12, temperature=1.0, top_p=1.0, seed=3)
+    gens = generator.generate(step_prompts, max_new_tokens=12, temperature=1.0, top_p=1.0, seeds=[3, 4, 5, 6])
     steps = [make_step(p, g) for p, g in zip(step_prompts, gens)]
     step_ids = [s.response_ids for s in steps]
     batch = collate(steps, torch.tensor([1.0, -1.0, 1.0, -1.0]), [[False] * len(r) for r in step_ids], tok.pad_token_id)
@@ -176,7 +177,8 @@ def test_behaviour_logprobs_are_hf_tempered_logprobs(generator, sharp, temperatu
     model, tok = sharp
     generator.sync_weights(model)
     prompts = [chat_prompt_ids(tok, u) for u in USER] * 4
-    gens = generator.generate(prompts, max_new_tokens=32, temperature=temperature, top_p=1.0, seed=0)
+    seeds = list(range(len(prompts)))
+    gens = generator.generate(prompts, max_new_tokens=32, temperature=temperature, top_p=1.0, seeds=seeds)
     assert len(gens) == len(prompts)
     eos = set(generator.eos_ids)
     for g in gens:
@@ -201,7 +203,7 @@ def test_greedy_samples_argmax_with_untempered_logprobs(generator, sharp):
     model, tok = sharp
     generator.sync_weights(model)
     prompts = [chat_prompt_ids(tok, u) for u in USER]
-    gens = generator.generate(prompts, max_new_tokens=8, temperature=0.0, top_p=1.0, seed=None)
+    gens = generator.generate(prompts, max_new_tokens=8, temperature=0.0, top_p=1.0, seeds=None)
     ids, mask, _ = pad_prompt_response(prompts, [g.ids for g in gens], tok.pad_token_id)
     P = max(map(len, prompts))
     with torch.no_grad():
@@ -218,7 +220,8 @@ def test_generated_text_is_tokenizer_decode(generator, sharp):
     model, tok = sharp
     generator.sync_weights(model)
     prompts = [chat_prompt_ids(tok, u) for u in USER] * 4
-    gens = generator.generate(prompts, max_new_tokens=32, temperature=1.0, top_p=1.0, seed=0)
+    seeds = list(range(len(prompts)))
+    gens = generator.generate(prompts, max_new_tokens=32, temperature=1.0, top_p=1.0, seeds=seeds)
     assert [g.text for g in gens] == [tok.decode(g.ids, skip_special_tokens=True) for g in gens]
     assert any("\ufffd" in g.text for g in gens)  # the case vLLM's own detokenizer gets wrong occurs here
 
@@ -232,19 +235,20 @@ def test_text_of_response_cut_inside_a_character_is_tokenizer_decode(generator, 
     assert tok.decode([lead]) == "\ufffd"
     push_token(model, tok, lead, 50.0)
     generator.sync_weights(model)
-    (g,) = generator.generate([chat_prompt_ids(tok, USER[0])], max_new_tokens=3, temperature=0.0, top_p=1.0, seed=None)
+    (g,) = generator.generate([chat_prompt_ids(tok, USER[0])], max_new_tokens=3, temperature=0.0, top_p=1.0, seeds=None)
     assert g.ids == [lead] * 3 and g.finish_reason == "length"
     assert g.text == tok.decode(g.ids, skip_special_tokens=True) == "\ufffd" * 3
 
 
-def test_identical_prompts_distinct_ordered_reproducible(engine, generator, base):
+def test_per_prompt_seeds_distinct_ordered_reproducible(engine, generator, base):
     model, tok = base
     generator.sync_weights(model)
     p, q = chat_prompt_ids(tok, USER[0]), chat_prompt_ids(tok, USER[2])
     prompts = [p, p, q, p]
 
     def run(seed):
-        return generator.generate(prompts, max_new_tokens=16, temperature=1.0, top_p=1.0, seed=seed)
+        seeds = [seed + i for i in range(len(prompts))]
+        return generator.generate(prompts, max_new_tokens=16, temperature=1.0, top_p=1.0, seeds=seeds)
 
     gens = run(7)
     assert len(gens) == 4 and all(len(g.ids) == 16 for g in gens)  # the tiny model hardly ever stops
@@ -257,13 +261,16 @@ def test_identical_prompts_distinct_ordered_reproducible(engine, generator, base
     again = run(7)
     assert [g.ids for g in again] == [g.ids for g in gens]
     assert [g.logprobs for g in again] == [g.logprobs for g in gens]
-    other = run(8)
+    other = run(100)
     assert all(a.ids != b.ids for a, b in zip(other, gens))
-    # consecutive call seeds (one per turn) share no random stream: vLLM seeds sample i of a request with
-    # seed + i, so request seeds must not be consecutive integers
-    a = generator.generate([p, p, p], max_new_tokens=16, temperature=1.0, top_p=1.0, seed=100)
-    b = generator.generate([p, p, p], max_new_tokens=16, temperature=1.0, top_p=1.0, seed=101)
-    assert not {tuple(g.ids) for g in a} & {tuple(g.ids) for g in b}
+    # batch invariance: a prompt's sample depends on its own seed only, not on the call's other prompts
+    (alone,) = generator.generate([p], max_new_tokens=16, temperature=1.0, top_p=1.0, seeds=[10])
+    assert alone.ids == gens[3].ids
+    # nearby seeds share no random stream (vLLM would seed sample i of a request with seed + i: hashed)
+    a = generator.generate([p, p, p], max_new_tokens=16, temperature=1.0, top_p=1.0, seeds=[100, 101, 102])
+    b = generator.generate([p, p, p], max_new_tokens=16, temperature=1.0, top_p=1.0, seeds=[101, 102, 103])
+    assert [g.ids for g in a[1:]] == [g.ids for g in b[:2]]  # the same seed, the same sample
+    assert len({tuple(g.ids) for g in a + b}) == 4
 
 
 def test_two_step_vllm_training_run_serves_trained_weights(tmp_path, base):

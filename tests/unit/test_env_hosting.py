@@ -94,7 +94,7 @@ def test_rollout_drops_a_group_left_with_one_episode(tmp_path):
     from serl.rollout.base import Generation, RolloutWorker
 
     class Scripted:
-        def generate(self, prompts, max_new_tokens, temperature, top_p, seed):
+        def generate(self, prompts, max_new_tokens, temperature, top_p, seeds):
             return [Generation([5], [-0.1], "look", "stop") for _ in prompts]
 
         def sync_weights(self, model):

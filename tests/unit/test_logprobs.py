@@ -146,7 +146,7 @@ def test_hf_behaviour_logprobs_equal_response_logprobs(tiny_policy, temperature,
     model, tokenizer = tiny_policy
     gen = HFGenerator(model, tokenizer)
     prompts = _prompts(tokenizer)
-    outs = gen.generate(prompts, max_new_tokens=16, temperature=temperature, top_p=top_p, seed=3)
+    outs = gen.generate(prompts, max_new_tokens=16, temperature=temperature, top_p=top_p, seeds=[3, 4, 5, 6])
     assert len(outs) == len(prompts)
     for o in outs:
         assert len(o.ids) == len(o.logprobs) >= 1
@@ -163,17 +163,17 @@ def test_hf_greedy_is_deterministic_and_seeded_sampling_reproducible(tiny_policy
     model, tokenizer = tiny_policy
     gen = HFGenerator(model, tokenizer)
     prompts = _prompts(tokenizer)
-    g1 = gen.generate(prompts, 12, temperature=0.0, top_p=1.0, seed=None)
+    g1 = gen.generate(prompts, 12, temperature=0.0, top_p=1.0, seeds=None)
     torch.manual_seed(123)
-    g2 = gen.generate(prompts, 12, temperature=0.0, top_p=1.0, seed=None)
+    g2 = gen.generate(prompts, 12, temperature=0.0, top_p=1.0, seeds=None)
     assert [g.ids for g in g1] == [g.ids for g in g2]
-    s1 = gen.generate(prompts, 12, temperature=1.0, top_p=1.0, seed=7)
-    s2 = gen.generate(prompts, 12, temperature=1.0, top_p=1.0, seed=7)
-    s3 = gen.generate(prompts, 12, temperature=1.0, top_p=1.0, seed=8)
+    s1 = gen.generate(prompts, 12, temperature=1.0, top_p=1.0, seeds=[7, 8, 9, 10])
+    s2 = gen.generate(prompts, 12, temperature=1.0, top_p=1.0, seeds=[7, 8, 9, 10])
+    s3 = gen.generate(prompts, 12, temperature=1.0, top_p=1.0, seeds=[11, 12, 13, 14])
     assert [g.ids for g in s1] == [g.ids for g in s2]
     assert [g.ids for g in s1] != [g.ids for g in s3]
     # a batch row generates the same greedy continuation as the row alone (left padding is neutral)
-    alone = gen.generate(prompts[2:3], 12, temperature=0.0, top_p=1.0, seed=None)
+    alone = gen.generate(prompts[2:3], 12, temperature=0.0, top_p=1.0, seeds=None)
     assert alone[0].ids == g1[2].ids
 
 
@@ -182,11 +182,11 @@ def test_hf_generate_restores_training_mode(tiny_policy):
     gen = HFGenerator(model, tokenizer)
     model.train()
     try:
-        gen.generate(_prompts(tokenizer)[:1], 4, temperature=1.0, top_p=1.0, seed=0)
+        gen.generate(_prompts(tokenizer)[:1], 4, temperature=1.0, top_p=1.0, seeds=[0])
         assert model.training
     finally:
         model.eval()
-    gen.generate(_prompts(tokenizer)[:1], 4, temperature=1.0, top_p=1.0, seed=0)
+    gen.generate(_prompts(tokenizer)[:1], 4, temperature=1.0, top_p=1.0, seeds=[0])
     assert not model.training
     gen.sync_weights(model)  # documented no-op
 
@@ -207,7 +207,7 @@ def test_hf_strips_after_eos_and_keeps_eos(tiny_policy):
     handle = model.get_output_embeddings().register_forward_hook(force_eos)
     try:
         gen = HFGenerator(model, tokenizer)
-        outs = gen.generate(_prompts(tokenizer)[:2], 10, temperature=1.0, top_p=1.0, seed=0)
+        outs = gen.generate(_prompts(tokenizer)[:2], 10, temperature=1.0, top_p=1.0, seeds=[0, 1])
     finally:
         handle.remove()
     assert outs[0].finish_reason == "stop"
@@ -223,12 +223,12 @@ def test_hf_ignores_checkpoint_sampling_defaults(tiny_policy):
     model, tokenizer = tiny_policy
     gen = HFGenerator(model, tokenizer)
     prompts = _prompts(tokenizer)
-    ref = gen.generate(prompts, 10, temperature=1.0, top_p=1.0, seed=5)
+    ref = gen.generate(prompts, 10, temperature=1.0, top_p=1.0, seeds=[5, 6, 7, 8])
     cfg = model.generation_config
     saved = (cfg.top_k, cfg.repetition_penalty, cfg.temperature, cfg.do_sample)
     cfg.top_k, cfg.repetition_penalty, cfg.temperature, cfg.do_sample = 2, 3.0, 0.2, True
     try:
-        outs = gen.generate(prompts, 10, temperature=1.0, top_p=1.0, seed=5)
+        outs = gen.generate(prompts, 10, temperature=1.0, top_p=1.0, seeds=[5, 6, 7, 8])
     finally:
         cfg.top_k, cfg.repetition_penalty, cfg.temperature, cfg.do_sample = saved
     assert [o.ids for o in outs] == [o.ids for o in ref]

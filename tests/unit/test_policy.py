@@ -117,7 +117,7 @@ def test_load_policy_lora_and_gradient_checkpointing(tiny_model_dir):
     (lp * rm).sum().backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
     # the HF backend samples from the peft model; its behaviour log-probs match the learner's
-    outs = HFGenerator(model, tok).generate(prompts, 6, temperature=1.0, top_p=1.0, seed=0)
+    outs = HFGenerator(model, tok).generate(prompts, 6, temperature=1.0, top_p=1.0, seeds=[0, 1])
     assert model.training  # mode restored
     model.eval()
     ids, am, rm = pad_prompt_response(prompts, [o.ids for o in outs], tok.pad_token_id)
