@@ -206,6 +206,11 @@ def build_generator(cfg: DictConfig, model: Any, tokenizer: Any, model_path: str
             replica.requires_grad_(False)
             return ReplicaGenerator(HFGenerator(replica, tokenizer), replica)
         return HFGenerator(model, tokenizer)
+    if dist is not None and dist.enabled and cfg.model.get("lora") is not None:
+        raise ConfigError(
+            "rollout=vllm under torchrun needs full fine-tuning (model.lora=null): pushing a LoRA adapter merged into "
+            "FSDP-sharded weights is not supported; use rollout=hf for a LoRA policy (docs/distributed.md)"
+        )
     from serl.policy.models import eos_token_ids, resolve_dtype
     from serl.policy.vllm_engine import VLLMEngine
     from serl.rollout.vllm import VLLMGenerator
@@ -219,6 +224,8 @@ def build_generator(cfg: DictConfig, model: Any, tokenizer: Any, model_path: str
         tensor_parallel_size=int(r.tensor_parallel_size),
         gpu_memory_utilization=float(r.gpu_memory_utilization),
         kv_cache_gb=int(r.kv_cache_gb),
+        sleep=bool(r.sleep),
+        colocated=dist is not None and dist.enabled,
     )
     generator = VLLMGenerator(engine, tokenizer, eos_token_ids(model, tokenizer))
     generator.sync_weights(model)  # a checkpoint or LoRA on top of the folder: serve exactly the policy

@@ -300,6 +300,7 @@ class Trainer:
         masks = action_masks(steps, self.decode, mode=self.s.response_format)
 
         # 3-5. insertion + feedback -> teacher log-probs on the action tokens, while λ > 0 (§2-§4)
+        self.worker.sleep()  # a sleeping vLLM engine frees the GPU for the teacher and the update (rollout.sleep)
         synced = self.teacher is not None and self.teacher.maybe_sync(self.model, u)
         scores = None  # the teacher's log-probs, while λ > 0
         if lam > 0:

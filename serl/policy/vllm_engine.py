@@ -119,6 +119,8 @@ class VLLMEngine:
         gpu_memory_utilization: float = 0.5,
         kv_cache_gb: int = 1,
         cache_dir: str | Path | None = None,
+        sleep: bool = False,
+        colocated: bool = False,
     ):
         require_vllm()
         if dtype not in ("float32", "bfloat16", "float16"):
@@ -146,8 +148,26 @@ class VLLMEngine:
             gpu_memory_utilization=float(gpu_memory_utilization),
             logprobs_mode="processed_logprobs",
             enable_prefix_caching=True,
+            enable_sleep_mode=bool(sleep),
+            # under torchrun every rank owns its engine inside the ranks' process group (docs/distributed.md)
+            **({"distributed_executor_backend": "external_launcher"} if colocated else {}),
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self.sleep_enabled = bool(sleep)
+        self.asleep = False
+
+    # ------------------------------------------------------------------------------------ sleep mode
+    def sleep(self) -> None:
+        """Free the GPU for the teacher pass and the update (sleep level 1: weights offloaded to CPU memory,
+        KV cache dropped); a no-op unless the engine was started with ``sleep=True``."""
+        if self.sleep_enabled and not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def wake_up(self) -> None:
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
 
     # ---------------------------------------------------------------------------------- generation
     def generate(
@@ -216,14 +236,16 @@ class VLLMEngine:
 
     # -------------------------------------------------------------------------------- weight push
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Overwrite the engine's weights in place with ``(checkpoint name, tensor)`` pairs; reset the
-        prefix cache (module docstring)."""
+        """Overwrite the engine's weights in place with ``(checkpoint name, tensor)`` pairs, consumed one at
+        a time in the in-process engine (a sharded policy's gathered weights never exist twice); wake a
+        sleeping engine first; reset the prefix cache (module docstring)."""
+        self.wake_up()
         engine = self.llm.llm_engine
         executor = getattr(engine, "model_executor", None)
         driver = getattr(executor, "driver_worker", None)
         if driver is not None:  # in-process engine
             worker = getattr(driver, "worker", driver)
-            worker.reload_weights(weights_iterator=iter(list(weights)), is_checkpoint_format=True)
+            worker.reload_weights(weights_iterator=iter(weights), is_checkpoint_format=True)
         else:  # multi-process engine: the same call on every worker
             tensors = [(n, t.detach().cpu()) for n, t in weights]
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": tensors, "is_checkpoint_format": True})
@@ -244,16 +266,17 @@ def _merged(model: Any) -> Iterator[Any]:
         model.unmerge_adapter()
 
 
-def policy_weights(model: Any) -> list[tuple[str, torch.Tensor]]:
-    """``model``'s weights under their HF checkpoint names (a peft LoRA merged in; adapter tensors dropped).
+def policy_weights(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
+    """``model``'s weights under their HF checkpoint names (a peft LoRA merged in; adapter tensors dropped),
+    one tensor at a time. A policy sharded by FSDP2 (under torchrun) yields each weight gathered whole — a
+    collective, so every rank must consume the iterator in full and in order.
 
     The tensors are detached copies, so the caller may hand them to another engine while training goes on.
     """
-    out: list[tuple[str, torch.Tensor]] = []
     with torch.no_grad(), _merged(model):
         for name, tensor in model.state_dict().items():
             if "lora_" in name or name.endswith("modules_to_save"):
                 continue
             name = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
-            out.append((name, tensor.detach().clone()))
-    return out
+            whole = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor.detach().clone()
+            yield name, whole

@@ -165,6 +165,13 @@ class RolloutWorker:
         """Make the backend sample from ``model``'s current weights (after a learner update)."""
         self.generator.sync_weights(model)
 
+    def sleep(self) -> None:
+        """Let the backend release its accelerator memory until the next :meth:`sync_weights` (a vLLM engine
+        with ``rollout.sleep``; a no-op for backends without a sleep mode)."""
+        sleep = getattr(self.generator, "sleep", None)
+        if sleep is not None:
+            sleep()
+
     def close(self) -> None:
         """Stop the env worker processes (if any)."""
         self.host.close()

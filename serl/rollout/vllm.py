@@ -37,8 +37,13 @@ class VLLMGenerator:
         self.eos_ids = [int(i) for i in eos_ids]
 
     def sync_weights(self, model: Any) -> None:
-        """Copy ``model``'s current weights (LoRA merged) into the engine; later samples use them."""
+        """Copy ``model``'s current weights (LoRA merged) into the engine, waking it if it sleeps; later
+        samples use them."""
         self.engine.load_weights(policy_weights(model))
+
+    def sleep(self) -> None:
+        """Release the GPU memory while the teacher and the learner run (``rollout.sleep``)."""
+        self.engine.sleep()
 
     def generate(
         self,

@@ -317,7 +317,7 @@ def test_lora_policy_exported_merged_and_left_unmerged(engine, tiny_path, base):
         logits_before = model(input_ids=ids, attention_mask=mask).logits
     state_before = {k: v.clone() for k, v in model.state_dict().items()}
 
-    weights = policy_weights(model)
+    weights = list(policy_weights(model))
     names = [n for n, _ in weights]
     assert names == [n for n, _ in policy_weights(plain)] == list(plain.state_dict())
     assert not any("lora_" in n or "base_layer" in n for n in names)
