@@ -38,6 +38,16 @@ OmegaConf.register_new_resolver("serl_run_dir", run_dir_of, replace=True)  # hyd
 DIST: Dist = SINGLE  # this process's rank under torchrun (set in __main__, before Hydra composes the config)
 
 
+def checkpoint_file(run_dir: Path) -> Path:
+    """The run's newest checkpoint: ``last.safetensors``, or ``last.dcp`` for a run saved by several ranks."""
+    from serl.checkpoint import checkpoint_path
+
+    try:
+        return checkpoint_path(run_dir)
+    except FileNotFoundError:
+        return run_dir / "checkpoints" / "last.safetensors"
+
+
 def print_summary(summary: dict, trackers: dict[str, str], plot: Path | None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -88,7 +98,7 @@ def print_summary(summary: dict, trackers: dict[str, str], plot: Path | None) ->
         f"  metrics:    {run_dir / 'metrics.jsonl'}",
         f"  summary:    {run_dir / 'summary.json'}",
         f"  config:     {run_dir / 'config.yaml'}",
-        f"  checkpoint: {run_dir / 'checkpoints' / 'last.safetensors'}",
+        f"  checkpoint: {checkpoint_file(run_dir)}",
     ]
     if summary.get("last_eval_step") is not None:
         lines.append(f"  evals:      {run_dir / 'evals'}  (re-evaluate: scripts/eval.py model.path={run_dir})")

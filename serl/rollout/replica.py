@@ -33,7 +33,7 @@ class ReplicaGenerator:
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Copy ``model``'s trainable tensors (gathered from their shards, one at a time) into the replica.
         A collective under FSDP: every rank calls it."""
-        targets = trainable_parameters(self.replica)
+        targets = dict(self.replica.named_parameters())  # the replica is frozen: it never trains itself
         with torch.no_grad():
             for name, full in full_named_tensors(trainable_parameters(model).items()):
                 targets[name].copy_(full)

@@ -1,7 +1,8 @@
 """Data parallel SERL under torchrun, on CPU with gloo (docs/distributed.md).
 
-The real entry point on the tiny model and generated ALFWorld games, SERL with state_diff feedback at
-anchor granularity (the teacher scores, the learner reweights):
+The real entry point on the tiny model, warm-started for a few seconds on expert demonstrations (so it
+writes well-formed actions some of the time: groups have mixed scores, advantages are non-zero and the
+teacher scores rows), on generated ALFWorld games, SERL with state_diff feedback at anchor granularity:
 
 * a 2-rank ``torchrun`` run of 2 training steps ends with the parameters (and the teacher, and AdamW's
   moments) of the single-process run over the same games and seeds, to 1e-5, and logs the same metrics;
@@ -9,7 +10,7 @@ anchor granularity (the teacher scores, the learner reweights):
   exactly: step 2 equals the uninterrupted runs' step 2;
 * only rank 0 writes the run's files.
 
-Each rank has 1 thread (2 ranks on 2 cores); the three launches take about two minutes together.
+Each rank has 1 thread (2 ranks on 2 cores); the warm start and the three launches take about two minutes.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ RUN = [
     "steps=2",
     "keep_last=2",
     "teacher_log.every=0",
+    "rollout.max_new_tokens=40",  # room for a whole <think>...</think><action>...</action> response
 ]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -45,8 +47,8 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
 
-def _train(run_dir: Path, *overrides: str, ranks: int = 1) -> subprocess.CompletedProcess:
-    script = [str(ROOT / "scripts" / "train.py"), *RUN, *overrides]
+def _train(run_dir: Path, model: Path, *overrides: str, ranks: int = 1) -> subprocess.CompletedProcess:
+    script = [str(ROOT / "scripts" / "train.py"), *RUN, f"model.path={model}", *overrides]
     if ranks == 1:
         cmd = [sys.executable, *script]
     else:
@@ -75,16 +77,23 @@ def _assert_same_state(a, b, what: str, atol: float = 1e-5) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
+    sft = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "sft.py"), "model=tiny", "n_games=4", "epochs=30", "lr=3e-3", "lora=null",
+         "batch_size=4", "micro_batch_size=4", "logger=none", "progress=false", f"hydra.run.dir={root / 'sft'}"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT, env=_env(),
+    )
+    assert sft.returncode == 0, sft.stderr[-4000:]
+    model = root / "sft" / "model"
     single, ranked = root / "single", root / "ranked"
-    _train(single)
-    out = _train(ranked, ranks=2)
+    _train(single, model)
+    out = _train(ranked, model, ranks=2)
     # resume in one process from the 2-rank run's step-1 checkpoint, in a copy of the run at step 1
     resumed = root / "resumed"
     shutil.copytree(ranked, resumed, ignore=shutil.ignore_patterns("step_000002*", "last*", "wandb"))
     lines = (resumed / "metrics.jsonl").read_text().splitlines()
     (resumed / "metrics.jsonl").write_text(lines[0] + "\n")
     (resumed / "summary.json").unlink()
-    _train(resumed, f"resume={resumed / 'checkpoints' / 'step_000001.dcp'}")
+    _train(resumed, model, f"resume={resumed / 'checkpoints' / 'step_000001.dcp'}")
     return {"single": single, "ranked": ranked, "resumed": resumed, "ranked_stdout": out.stdout}
 
 
