@@ -29,7 +29,7 @@ from serl.checkpoint import load_checkpoint
 from tests.helpers import ROOT, TINY_RUN
 
 RUN = [
-    *[o for o in TINY_RUN if not o.startswith(("n_tasks=", "env.train_pool="))],
+    *[o for o in TINY_RUN if not o.startswith(("n_tasks=", "env.train_pool=", "env.eval_pool="))],
     "n_tasks=3",  # 3 games over 2 ranks: blocks of 2 and 1 (unequal shares)
     "env.train_pool=4",
     "feedback=state_diff",
@@ -39,6 +39,10 @@ RUN = [
     "keep_last=2",
     "teacher_log.every=0",
     "rollout.max_new_tokens=40",  # room for a whole <think>...</think><action>...</action> response
+    "env.eval_pool=3",
+    "eval_every=2",  # an evaluation after step 2: 3 held-out games, 2 on rank 0 and 1 on rank 1
+    "eval.n_games=3",
+    "eval.max_turns=2",
 ]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -112,12 +116,15 @@ def test_two_rank_metrics_reduce_to_the_single_process_values(runs):
     assert [m["step"] for m in two] == [1, 2]
     for m1, m2 in zip(one, two):
         for key, value in m1.items():
-            if key.startswith(("time/", "rollout/tokens_per_s")) or key.endswith("_s"):
+            if key.startswith("time/") or key.endswith(("_s", "tokens_per_s")):
                 continue  # wall times differ between launches
             assert key in m2, key
             assert m2[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
     # the teacher scored and the update used it: the comparison covers SERL, not plain GRPO
     assert any(m["serl/teacher_scored_fraction"] > 0 for m in one), one
+    assert one[-1]["eval/n_games"] == two[-1]["eval/n_games"] == 3  # the sharded evaluation played every game
+    rows = [json.loads((runs[k] / "evals" / "step_000002.json").read_text())["games"] for k in ("single", "ranked")]
+    assert rows[0] == rows[1]
 
 
 def test_two_rank_checkpoint_resumes_in_one_process_exactly(runs):
