@@ -25,7 +25,8 @@
 #   SERL_CHECK_NPROC    ranks (default 1: the single-process check above). N > 1 runs the same step data parallel,
 #                       `torchrun --standalone --nproc_per_node=N` (docs/distributed.md): one GPU, one vLLM engine
 #                       and one FSDP2 shard per rank, NCCL, bf16 mixed precision, rollout.sleep=true (cuda only),
-#                       n_tasks=max(2, N) so every rank plays a game, the same hydra.run.dir on every rank; it also
+#                       n_tasks=max(2, N) so every rank plays a game, model.lora=null (vLLM under torchrun pushes
+#                       full weights), the same hydra.run.dir on every rank; it also
 #                       requires the run's sharded checkpoint <run>/checkpoints/last.dcp. Needs N visible GPUs.
 #   PY                  the Python to use (default .venv/bin/python, else python3; N > 1 runs its torch.distributed.run)
 set -euo pipefail
@@ -52,7 +53,7 @@ LAUNCH=("$PY")  # N = 1: the plain single-process command
 RANKED=()       # N > 1: the data-parallel overrides
 if [[ $NPROC -gt 1 ]]; then
     LAUNCH=("$PY" -m torch.distributed.run --standalone --nproc_per_node="$NPROC")
-    RANKED=("n_tasks=$(( NPROC > 2 ? NPROC : 2 ))")
+    RANKED=("n_tasks=$(( NPROC > 2 ? NPROC : 2 ))" model.lora=null)  # vLLM under torchrun: full fine-tuning
     if [[ "$DEVICE" == cuda* ]]; then RANKED+=(rollout.sleep=true); fi  # vLLM sleep mode is CUDA-only
 fi
 
