@@ -126,8 +126,8 @@ class PolicySource:
 def training_checkpoint(name_or_path: str) -> Path | None:
     """The serl training checkpoint ``name_or_path`` points to, or None.
 
-    A run folder (holding ``checkpoints/last.safetensors`` or a legacy ``last.pt``), its ``checkpoints`` folder
-    or a ``.safetensors`` / ``.pt`` file counts;
+    A run folder (holding ``checkpoints/last.safetensors``, a legacy ``last.pt`` or a multi-process run's
+    ``last.dcp``), its ``checkpoints`` folder, a ``.safetensors`` / ``.pt`` file or a ``.dcp`` folder counts;
     an HF model folder (with ``config.json``), a model name or a hub id does not.
     """
     from serl.checkpoint import checkpoint_path
@@ -135,7 +135,7 @@ def training_checkpoint(name_or_path: str) -> Path | None:
     p = Path(name_or_path).expanduser()
     if not p.exists() or (p.is_dir() and (p / "config.json").is_file()):
         return None
-    if p.is_file() and p.suffix not in (".safetensors", ".pt"):
+    if p.is_file() and p.suffix not in (".safetensors", ".pt", ".dcp"):
         return None
     try:
         return checkpoint_path(p)

@@ -1,15 +1,17 @@
 """Resuming a training run: where it continues and whether it may, decided before any model loads.
 
-``python scripts/train.py resume=<run folder | its checkpoints/ | a checkpoint file> [steps=N ...]``
+``python scripts/train.py resume=<run folder | its checkpoints/ | a checkpoint file | a step_<N>.dcp folder> [steps=N]``
 
 * **Same folder.** The resumed run writes into the folder it resumes (``hydra.run.dir`` resolves through
   :func:`run_dir_of`), so one run stays one folder: its ``metrics.jsonl`` is cut back to the checkpoint's
   step (:meth:`serl.tracking.JsonlTracker.rewind`) and every step appears in it exactly once.
 * **Checked first.** :func:`check_resume` reads the checkpoint (a missing or damaged one is an error naming
-  the file) and compares the run's saved ``config.yaml`` with the new config. Keys that only say how long to
-  run or how to watch it (:data:`MAY_CHANGE`) may differ; any other difference (another model, algorithm,
-  feedback, game pool, learning rate ...) is an error listing the keys, unless ``resume_allow_changes=true``:
-  then the changes are accepted and recorded in ``summary.json`` (``resume_changes``).
+  the file; of a multi-process run's DCP folder, ``checkpoints/last.dcp``, only its ``meta.json`` is read and
+  the folder checked for completeness) and compares the run's saved ``config.yaml`` with the new config.
+  Keys that only say how long to run or how to watch it (:data:`MAY_CHANGE`) may differ; any other
+  difference (another model, algorithm, feedback, game pool, learning rate ...) is an error listing the keys,
+  unless ``resume_allow_changes=true``: then the changes are accepted and recorded in ``summary.json``
+  (``resume_changes``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from serl.checkpoint import checkpoint_path, load_checkpoint
+from serl.checkpoint import checkpoint_path, checkpoint_step
 
 # Keys (dotted prefixes) a resumed run may change freely: how long it runs, how it is watched, where envs run.
 MAY_CHANGE = (
@@ -47,11 +49,11 @@ class ResumeError(ValueError):
 
 def run_dir_of(resume: str | None, default: str) -> str:
     """The folder a run writes to: ``default`` for a new run, else the resumed run's folder (the folder
-    itself, the parent of its ``checkpoints/``, or the run folder of a checkpoint file)."""
+    itself, the parent of its ``checkpoints/``, or the run folder of a checkpoint file or DCP folder)."""
     if resume in (None, "", "None", "null"):
         return default
     p = Path(str(resume)).expanduser()
-    if p.suffix in (".safetensors", ".pt"):
+    if p.suffix in (".safetensors", ".pt", ".dcp"):
         p = p.parent
     if p.name == "checkpoints":
         p = p.parent
@@ -86,11 +88,11 @@ def check_resume(cfg: DictConfig) -> dict[str, Any]:
     except FileNotFoundError as e:
         raise ResumeError(str(e)) from e
     try:
-        state = load_checkpoint(path)
+        step = checkpoint_step(path)  # a DCP folder: only its meta.json; a file: read whole (damage shows now)
     except (ValueError, OSError) as e:
         raise ResumeError(str(e)) from e
-    if int(cfg.steps) < state.step:
-        raise ResumeError(f"steps={cfg.steps} is below the checkpoint's step {state.step} ({path}); raise steps")
+    if int(cfg.steps) < step:
+        raise ResumeError(f"steps={cfg.steps} is below the checkpoint's step {step} ({path}); raise steps")
     run_cfg = Path(run_dir_of(str(cfg.resume), "")) / "config.yaml"
     if not run_cfg.is_file():
         raise ResumeError(f"resume={cfg.resume!r}: the run's config.yaml ({run_cfg}) is missing, so the run cannot be checked")
@@ -105,6 +107,6 @@ def check_resume(cfg: DictConfig) -> dict[str, Any]:
         )
     return {
         "resumed_from": str(path),
-        "resume_checkpoint_step": state.step,
+        "resume_checkpoint_step": step,
         "resume_changes": {k: [old, new] for k, (old, new) in changes.items()},
     }
