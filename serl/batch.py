@@ -1,17 +1,17 @@
 """Turn a training step's records into the learner's padded :class:`~serl.types.TrainBatch`.
 
 Per step sample ``i`` (docs/reference.md §1.4–1.5, §6): the GRPO advantage ``A_i`` is broadcast over every
-response token; the action-token mask comes from the generated ids themselves (docs/design.md §4, fixes §10.9) and marks
-the command the env executed (``mode="serl"``) or the reference's action spans (``mode="reference"``).
+response token; the action-token mask comes from the generated ids themselves (docs/design.md §4, fixes §10.9) and marks,
+by the env's response format, the command the env executed (``serl``) or the reference's action spans (``reference``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
-from serl.algo.masks import PRINTABLE_ASCII, action_mask_from_ids, check_response_format
+from serl.envs.response import ThinkActionFormat
 from serl.policy.logprobs import pad_prompt_response
 from serl.types import Step, TrainBatch
 
@@ -19,17 +19,16 @@ from serl.types import Step, TrainBatch
 def action_masks(
     steps: Sequence[Step],
     decode: Callable[[Sequence[int]], str],
-    mode: str = "serl",
-    charset: Container[str] | None = PRINTABLE_ASCII,
+    response_format: ThinkActionFormat | None = None,
 ) -> list[list[bool]]:
     """Executable-action token flags per step (``len(s.response_ids)`` booleans each), from the generated ids.
 
-    :func:`serl.algo.masks.action_mask_from_ids`: ``mode="serl"`` marks the tokens of the command the env
-    executed and nothing for invalid responses (``charset`` = the env projection's character set);
-    ``mode="reference"`` marks the reference's action spans (docs/reference.md §6.2).
+    ``response_format.action_mask`` (the env's; default: the ``serl`` rules): in ``serl`` mode the tokens of the
+    command the env executed and nothing for invalid responses; in ``reference`` mode the reference's action
+    spans (docs/reference.md §6.2).
     """
-    check_response_format(mode)
-    return [action_mask_from_ids(s.response_ids, decode, mode, charset) for s in steps]
+    fmt = response_format if response_format is not None else ThinkActionFormat()
+    return [fmt.action_mask(s.response_ids, decode) for s in steps]
 
 
 def collate(

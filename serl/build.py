@@ -321,7 +321,7 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path, dist: Any = None):
         tracker = MultiTracker([])  # rank 0 writes the run's files
     settings = TrainerSettings(
         **{k: c[k] for k in ("steps", "n_tasks", "group_size", "seed", "save_every", "keep_last", "resume", "eval_every")},
-        **{k: c["algorithm"][k] for k in ("advantage", "trajectory_value", "response_format", "norm_by_std", "invalid_penalty")},
+        **{k: c["algorithm"][k] for k in ("advantage", "trajectory_value", "norm_by_std", "invalid_penalty")},
         run_dir=run_dir,
         eval_at_start=c["eval"]["at_start"],
         evaluation=evaluation,

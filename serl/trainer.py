@@ -84,7 +84,6 @@ class TrainerSettings:
     keep_last: int = 1  # step checkpoints kept on disk (the newest N)
     advantage: str = "cross_step"  # cross_step (reference §1.5) | trajectory
     trajectory_value: str = "mean"  # advantage=trajectory: a trajectory's value, mean | first (reference)
-    response_format: str = "serl"  # action-token rules of the mask (§6): serl | reference
     norm_by_std: bool = True
     invalid_penalty: float = 0.1
     resume: str | None = None
@@ -297,7 +296,7 @@ class Trainer:
 
         # 2. reward & advantage (§1.4-1.5); the executable action tokens of each response (§6)
         advantages = self._advantages(steps, owners)
-        masks = action_masks(steps, self.decode, mode=self.s.response_format)
+        masks = action_masks(steps, self.decode, self.suite.response_format)
 
         # 3-5. insertion + feedback -> teacher log-probs on the action tokens, while λ > 0 (§2-§4)
         self.worker.sleep()  # a sleeping vLLM engine frees the GPU for the teacher and the update (rollout.sleep)

@@ -38,6 +38,13 @@ class Step:
     next_prompt: str  # the student prompt of the next state (the reference's next_observation, §3.1)
     reward: float  # env reward received on this step (10 on the winning step in ALFWorld)
     done: bool  # episode ended on this step
+    # The env's own view of the state (info["state"], serl/envs/base.py): ALFWorld's symbolic facts, a WebShop
+    # page. ``state`` is the state the action was taken from, ``next_state`` the one it led to; an env without
+    # a state description uses the observation (the state before, after a no-op). ``noop``: the env answered
+    # the action as changing nothing (info["noop"]). Defaults only for steps built by hand in tests.
+    state: str = ""
+    next_state: str = ""
+    noop: bool = False
 
 
 @dataclass
@@ -51,6 +58,7 @@ class Trajectory:
     task: str  # task sentence, e.g. "put a mug in desk"
     steps: list[Step] = field(default_factory=list)
     won: bool = False
+    score: float = 0.0  # the env's task score of the episode, in [0, 1] (info["score"]; else 1.0 if won)
 
     @property
     def episode_reward(self) -> float:

@@ -16,6 +16,8 @@ from typing import Any
 
 import gymnasium as gym
 
+from serl.envs.response import ThinkActionFormat
+
 
 @dataclass(frozen=True)
 class Fault:
@@ -118,6 +120,7 @@ class CountdownSuite:
     name = "countdown"
     history_length = 2
     eval_split = "valid_seen"
+    response_format = ThinkActionFormat()  # untagged test responses reach the env as their last 30 characters
 
     def __init__(self, max_turns: int = 4):
         self.max_turns = max_turns
@@ -127,9 +130,6 @@ class CountdownSuite:
 
     def render_prompt(self, task, history, step_id, observation, admissible):
         return f"{task} | {observation} | step {step_id}"
-
-    def project_action(self, response):
-        return response.strip().lower()[-30:], True
 
     def success_metrics(self, trajectories):
         return {"success_rate": sum(t.won for t in trajectories) / max(len(trajectories), 1)}

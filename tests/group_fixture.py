@@ -11,11 +11,14 @@
 
 One success (traj 0), repeated observations (ROOM ×4, COUNTER ×3), two "Nothing happens." steps in two
 different true states ((1,3) at the countertop holding the plate, (2,2) at the closed drawer), last steps.
-Step prompts are ``PROMPT[<observation>]`` and next prompts ``PROMPT[<feedback>]``.
+Step prompts are ``PROMPT[<observation>]`` and next prompts ``PROMPT[<feedback>]``. ``noop`` marks the steps the
+env answered "Nothing happens." and ``state`` / ``next_state`` are filled the way the rollout fills them for an
+env without a state description (:func:`replay_states`).
 """
 
 from __future__ import annotations
 
+from serl.rollout.base import env_state
 from serl.types import Step, Trajectory
 
 ROOM = (
@@ -56,10 +59,21 @@ def mk_step(step_id: int, obs: str, response: str, feedback: str, reward: float 
     )
 
 
+def replay_states(steps: list[Step]) -> list[Step]:
+    """Set ``noop`` (the env answered :data:`NOTHING`), ``state`` and ``next_state`` of consecutive steps as
+    :class:`serl.rollout.base.RolloutWorker` records them for an env that reports no ``info["state"]``."""
+    state = None
+    for s in steps:
+        s.noop = s.feedback.strip() == NOTHING
+        s.state = env_state({}, s.observation, None) if state is None else state
+        s.next_state = state = env_state({"noop": s.noop}, s.feedback, s.state)
+    return steps
+
+
 def make_group() -> list[Trajectory]:
     def traj(i: int, steps: list[Step], won: bool = False) -> Trajectory:
         return Trajectory(group_id=7, traj_id=i, game="game-1", task_type="pick_and_place_simple",
-                          task="put a mug in desk", steps=steps, won=won)
+                          task="put a mug in desk", steps=replay_states(steps), won=won)
 
     t0 = traj(0, [
         mk_step(0, ROOM, act("go to countertop 1"), COUNTER),

@@ -34,8 +34,9 @@ Deviations of ``"serl"`` from the reference (docs/differences.md)
 * The mask marks only the action the env executes (the projection's action, §8.3), and only for valid
   responses. The reference marks every action-like span (§6.2): ``<action …>`` with attributes,
   ``[action>``, bare ``action>``, several blocks, an unclosed tag to the end of the text, and any
-  ``search[…]``/``click[…]`` even inside the thinking (§10.10) — also in invalid responses, whose env action
-  was the fallback tail (so it reweighted tokens the env never executed).
+  ``verb[…]`` command of the env's ``bracket_verbs`` (WebShop's ``search``/``click``) even inside the
+  thinking (§10.10) — also in invalid responses, whose env action was the fallback tail (so it reweighted
+  tokens the env never executed).
 * An action with a character outside ``charset`` (printable ASCII for ALFWorld: no newline, tab, NUL, emoji,
   accented or CJK letter) is invalid; the reference sends it to the env verbatim as a valid command.
 * ``</action>`` must follow ``<action>`` (the reference pairs the first ``</action>`` anywhere with the first
@@ -118,13 +119,13 @@ _TRAILING_SPACE = re.compile(r"\s*")  # "\s*" after a removed thinking block (Un
 #   r"\[action>(.*?)</action>\]?"       content starts after "[action>"; an optional "]" is consumed
 #   r"action>(.*?)</action>"            content starts after "action>"
 # all IGNORECASE | DOTALL, non-greedy. Rule 2: r"<action\b[^>]*>(.*)$" (search: the FIRST opening tag).
-# Rule 3: r"(?:search|click)\[[^\]\n]*\]" (IGNORECASE; no newline inside the brackets), anywhere in the text.
+# Rule 3: r"(?:search|click)\[[^\]\n]*\]" (IGNORECASE; no newline inside the brackets), anywhere in the text;
+# the verbs are the env's (``bracket_verbs``; WebShop's search/click), so nothing here names an environment.
 # The fixed-length opening tokens below carry the same flags, so they match exactly the characters the
 # reference's patterns match (e.g. "<ACTION", "<actıon" with a dotless i under Unicode IGNORECASE).
 _REF_P1_OPEN = re.compile(r"<action\b", _REF_FLAGS)
 _REF_P2_OPEN = re.compile(r"\[action>", _REF_FLAGS)
 _REF_P3_OPEN = re.compile(r"action>", _REF_FLAGS)
-_REF_WEB_OPEN = re.compile(r"(?:search|click)\[", re.IGNORECASE)
 _GT = re.compile(">")
 _WEB_STOP = re.compile(r"[\]\n]")
 
@@ -347,15 +348,24 @@ def _paired_spans(
     return spans
 
 
-def reference_action_spans(text: str) -> list[tuple[int, int]]:
+def _bracket_opening(verbs: Sequence[str]) -> re.Pattern[str] | None:
+    """``(?:verb1|verb2)\\[`` (IGNORECASE) for the env's bracket verbs, or None when it has none."""
+    if isinstance(verbs, str):
+        raise ValueError(f"bracket_verbs must be a sequence of verbs, got the string {verbs!r}")
+    if not verbs:
+        return None
+    return re.compile("(?:" + "|".join(re.escape(v) for v in verbs) + r")\[", re.IGNORECASE)
+
+
+def reference_action_spans(text: str, bracket_verbs: Sequence[str] = ()) -> list[tuple[int, int]]:
     """Action spans exactly as the reference finds them (docs/reference.md §6.2, ``RT :: _find_action_spans``).
 
     1. the non-empty contents of all matches of ``<action\\b[^>]*>(.*?)</action>``,
        ``\\[action>(.*?)</action>\\]?`` and ``action>(.*?)</action>`` (IGNORECASE, DOTALL), sorted and merged
        (touching spans merge);
     2. if none: the FIRST ``<action\\b[^>]*>`` ⇒ from after it to the end of the text (if non-empty);
-    3. if none: every ``search[…]`` / ``click[…]`` (no ``]`` or newline inside the brackets), whole match,
-       anywhere — including inside the thinking (§10.10);
+    3. if none: every ``verb[…]`` of ``bracket_verbs`` (the reference's ``search[…]`` / ``click[…]``; no
+       ``]`` or newline inside the brackets), whole match, anywhere — including inside the thinking (§10.10);
     4. if none: ``[]``.
 
     Same result as those regexes, in linear time (module docstring).
@@ -382,11 +392,12 @@ def reference_action_spans(text: str) -> list[tuple[int, int]]:
         gt = text.find(">", first.end())
         if gt != -1 and gt + 1 < len(text):
             return [(gt + 1, len(text))]
-    # §6.2 rule 3: search[...] / click[...] anywhere; the bracket content may not hold "]" or a newline
+    # §6.2 rule 3: verb[...] anywhere; the bracket content may not hold "]" or a newline
+    opening = _bracket_opening(bracket_verbs)
     web: list[tuple[int, int]] = []
     pos = 0
-    while True:
-        m = _REF_WEB_OPEN.search(text, pos)
+    while opening is not None:
+        m = opening.search(text, pos)
         if m is None:
             break
         stop = _WEB_STOP.search(text, m.end())
@@ -404,18 +415,21 @@ def _match_end(m: re.Match[str]) -> int:
 
 
 def find_action_spans(
-    text: str, mode: str = "serl", charset: Container[str] | None = PRINTABLE_ASCII
+    text: str,
+    mode: str = "serl",
+    charset: Container[str] | None = PRINTABLE_ASCII,
+    bracket_verbs: Sequence[str] = (),
 ) -> list[tuple[int, int]]:
     """Character spans ``[start, end)`` of the executable action in ``text`` — what the mask marks.
 
     ``"serl"``: ``[parse_response(text, charset).span]`` when the response is valid and the action is
-    non-empty, else ``[]`` (module docstring). ``"reference"``: :func:`reference_action_spans` (``charset``
-    unused).
+    non-empty, else ``[]`` (module docstring). ``"reference"``: :func:`reference_action_spans` with the env's
+    ``bracket_verbs`` (``charset`` unused; ``bracket_verbs`` unused in ``"serl"``).
     """
     _check_text(text)
     _check_mode(mode)
     if mode == "reference":
-        return reference_action_spans(text)
+        return reference_action_spans(text, bracket_verbs)
     parsed = parse_response(text, charset)
     if not parsed.valid or parsed.span is None or parsed.span[1] <= parsed.span[0]:
         return []  # §6.2 rule 4: no action tokens, the row stays plain GRPO
@@ -581,6 +595,7 @@ def action_mask_from_ids(
     decode: Callable[[Sequence[int]], str],
     mode: str = "serl",
     charset: Container[str] | None = PRINTABLE_ASCII,
+    bracket_verbs: Sequence[str] = (),
 ) -> list[bool]:
     """Action-token flags of generated ``ids`` (``len(ids)`` booleans): offsets → spans → overlap test.
 
@@ -589,4 +604,4 @@ def action_mask_from_ids(
     """
     _check_mode(mode)
     text, offsets = incremental_char_offsets(ids, decode)
-    return action_token_mask(offsets, find_action_spans(text, mode, charset))
+    return action_token_mask(offsets, find_action_spans(text, mode, charset, bracket_verbs))

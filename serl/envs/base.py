@@ -1,21 +1,29 @@
 """The contract between environments and the rest of serl.
 
-An environment family (ALFWorld, later WebShop) is exposed through one :class:`EnvSuite` object that the
-rollout worker and the trainer use without knowing which family it is:
+An environment family (ALFWorld, WebShop) is exposed through one :class:`EnvSuite` object that the rollout
+worker, the trainer, feedback, insertion and the warm start use without knowing which family it is. Everything
+environment-specific lives behind it (a new environment is a package under ``serl/envs/`` plus
+``conf/env/<name>.yaml``):
 
 * ``make_env(max_episode_steps=None)`` returns a fresh ``gymnasium.Env`` (episode cap ``max_turns`` unless
   given) whose observations and actions are text. ``reset(
   options={"game": game_id})`` loads that game; ``info`` always carries ``admissible_commands``
-  (list[str]), ``won`` (bool), ``task`` (task sentence), ``task_type`` and ``game``. Rewards are the
-  reference's training rewards (docs/reference.md §1.4: 10 on the winning step, else 0).
+  (list[str]), ``won`` (bool), ``task`` (task sentence), ``task_type`` and ``game``, and may carry ``state``
+  (str: what the env calls the state — ALFWorld's symbolic facts, a WebShop page; what ``feedback=state_diff``
+  diffs and ``insertion.key=state_change`` pools by; default: the observation), ``noop`` (bool: the action
+  changed nothing — the env's own no-op answer; default False) and ``score`` (the episode's task score in
+  [0, 1]; default ``won``). Rewards are the reference's training rewards (docs/reference.md §1.4: 10 on the
+  winning step, else 0).
 * ``train_games(n, seed)`` returns training game ids sampled with ``seed``; ``pool(split)`` is a whole pool
   (``"train"`` or ``eval_split``, disjoint), which evaluation (:mod:`serl.evaluation`) plays in sorted order so
   that every evaluation sees the same games.
-* ``render_prompt(...)`` is the student prompt template (docs/reference.md §8.1); ``project_action(text)``
-  the action projection and validity rule (§8.3).
+* ``render_prompt(...)`` is the student prompt template (docs/reference.md §8.1); ``response_format`` (a
+  :class:`serl.envs.response.ThinkActionFormat`) the one definition of how a response is read: projection
+  and validity (§8.3), action-token spans (§6), think removal (§3.2) and candidate actions (§4.3).
 * ``success_metrics(trajectories)`` gives success overall and per task type (§8.1).
-* ``expert_plan(game)`` is the environment's own expert solution of a game (a list of actions), the source
-  of the warm-start demonstrations.
+* ``expert_steps(game, max_detours, seed)`` is the environment's own expert play of a game as
+  ``(thought, action)`` pairs that win it, the source of the warm-start demonstrations
+  (:mod:`serl.warmstart.demos`).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import Protocol, Sequence
 
 import gymnasium as gym
 
+from serl.envs.response import ThinkActionFormat
 from serl.types import Trajectory
 
 
@@ -32,6 +41,7 @@ class EnvSuite(Protocol):
     max_turns: int  # episode cap (the reference's env.max_steps)
     history_length: int  # H observation/action pairs shown in the prompt
     eval_split: str  # name of the held-out pool (never used for training)
+    response_format: ThinkActionFormat  # how a policy response is read (module docstring)
 
     def make_env(self, max_episode_steps: int | None = None) -> gym.Env: ...
 
@@ -48,8 +58,6 @@ class EnvSuite(Protocol):
         admissible: Sequence[str],
     ) -> str: ...
 
-    def project_action(self, response: str) -> tuple[str, bool]: ...
-
     def success_metrics(self, trajectories: Sequence[Trajectory]) -> dict[str, float]: ...
 
-    def expert_plan(self, game: str) -> list[str]: ...
+    def expert_steps(self, game: str, max_detours: int = 0, seed: int = 0) -> list[tuple[str, str]]: ...

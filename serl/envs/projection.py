@@ -12,14 +12,14 @@ definition the action-token mask uses, so the mask marks exactly the characters 
 2. if there is no such block, or the action has a character outside ``charset`` (printable ASCII for
    ALFWorld, :data:`ALFWORLD_CHARSET`): the env receives the last ``fallback_chars`` characters of the
    lower-cased response (30 for ALFWorld, 20 for WebShop) with every character outside ``charset`` dropped,
-   invalid — the env then answers "Nothing happens." / no-op;
+   invalid — the env then answers with its no-op (ALFWorld's failed-command message, an unchanged page);
 3. invalid as well if ``<think>`` or ``</think>`` is missing, or if the response contains a CJK character
    (the action of rule 1 is still sent, as in the reference).
 
 ``mode="reference"`` is the authors' projection, literally (:func:`reference_projection`).
 
 Admissibility is *not* checked here: a well-formed but inadmissible command is valid (no penalty) and
-simply gets "Nothing happens." from the env (docs/reference.md §8.3).
+simply gets the env's no-op answer (docs/reference.md §8.3).
 
 Deviations of ``"serl"`` from the reference (docs/differences.md): an action with a
 character outside the charset (newline, tab, NUL, emoji, accented or CJK letter) is invalid and never

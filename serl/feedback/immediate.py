@@ -2,7 +2,7 @@
 
 Content = ``step.feedback``, the raw text the env returned for the action, without prompt template or
 history (the reference's ``immediate_feedback``, which is the env manager's ``anchor`` text): in ALFWorld the
-TextWorld response ("You arrive at countertop 1. On the countertop 1, you see …", "Nothing happens."), in
+TextWorld response ("You arrive at countertop 1. On the countertop 1, you see …", or its no-op answer), in
 WebShop the whole next page. Section title exactly ``Immediate feedback from the current step:``. The step
 gets a section iff the response is non-blank (≈ always).
 

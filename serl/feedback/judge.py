@@ -62,7 +62,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http.client import HTTPException
 from typing import Sequence
 
-from serl.algo.anchors import strip_thinking
+from serl.algo.masks import remove_thinking
 from serl.feedback.base import FeedbackSource, clean
 from serl.feedback.render import check_max_steps, normalize_format, render_steps
 from serl.types import Trajectory
@@ -310,7 +310,7 @@ def _parse(body: bytes) -> tuple[str | None, str | None]:
         raise _Failure("failure", f"malformed chat-completion response ({type(e).__name__}: {e}): {body[:200]!r}") from None
     if content is not None and not isinstance(content, str):
         raise _Failure("failure", f"message content is not a string: {content!r}")
-    answer = clean(strip_thinking(content)) if content is not None else None
+    answer = clean(remove_thinking(content)) if content is not None else None
     return answer, choice.get("finish_reason")
 
 

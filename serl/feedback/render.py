@@ -25,8 +25,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from serl.algo.anchors import strip_thinking
-from serl.algo.masks import check_response_format
+from serl.envs.response import ThinkActionFormat
 from serl.feedback.base import FeedbackSource
 from serl.types import Step
 
@@ -60,15 +59,17 @@ def check_max_steps(max_steps: int) -> int:
     return max_steps
 
 
-def render_response(step: Step, remove_thinking: bool = True, response_format: str = "serl") -> str:
-    """The step's response as shown to the teacher: think-stripped (when asked) and stripped."""
-    text = strip_thinking(step.response_text, response_format) if remove_thinking else step.response_text
+def render_response(step: Step, remove_thinking: bool = True, response_format: ThinkActionFormat | None = None) -> str:
+    """The step's response as shown to the teacher: think-stripped (when asked, by the env's response format;
+    default: the ``serl`` rules) and stripped."""
+    fmt = response_format if response_format is not None else ThinkActionFormat()
+    text = fmt.strip_thinking(step.response_text) if remove_thinking else step.response_text
     return text.strip()
 
 
 def render_steps(
     steps: Sequence[Step], fmt: str = "response", max_steps: int = 0, remove_thinking: bool = True,
-    response_format: str = "serl",
+    response_format: ThinkActionFormat | None = None,
 ) -> str:
     """Render ``steps`` in ``fmt`` (module docstring); ``""`` for no steps."""
     fmt = normalize_format(fmt)
@@ -97,14 +98,18 @@ class TrajectorySource(FeedbackSource):
     """A source whose content is a rendered list of steps (§3.3): holds and validates the rendering knobs."""
 
     def __init__(
-        self, format: str = "response", max_steps: int = 0, remove_thinking: bool = True, response_format: str = "serl"
+        self,
+        format: str = "response",
+        max_steps: int = 0,
+        remove_thinking: bool = True,
+        response_format: ThinkActionFormat | None = None,
     ) -> None:
         self.format = normalize_format(format)
         if isinstance(max_steps, bool) or not isinstance(max_steps, int):
             raise ValueError(f"max_steps must be an integer >= 0 (0 = all steps), got {max_steps!r}")
         self.max_steps = check_max_steps(max_steps)
         self.remove_thinking = check_bool("remove_thinking", remove_thinking)
-        self.response_format = check_response_format(response_format)  # think-tag rules of remove_thinking
+        self.response_format = response_format if response_format is not None else ThinkActionFormat()  # think removal
 
     def render(self, steps: Sequence[Step]) -> str:
         return render_steps(steps, self.format, self.max_steps, self.remove_thinking, self.response_format)

@@ -5,19 +5,21 @@ the judge); docs/design.md §4 adds it as the "page changes" source. Where immed
 raw response, this source shows only its difference from the state the action was taken in, so the
 teacher sees *what changed* (and, explicitly, when nothing did).
 
-Definition. For step ``t`` of a trajectory:
+Definition. For step ``t`` of a trajectory, with ``source`` (knob):
 
-* ``after`` = ``step.feedback`` (the raw env response, stripped). Blank ⇒ no section (``None``).
-* If ``after`` is one of ``noop_messages`` (default ``("Nothing happens.",)``, ALFWorld's answer to an
-  unknown or inadmissible command) the content is :data:`NO_CHANGE`.
-* ``before`` = the observation the action was taken from: ``step.observation``, except when that
-  observation is itself a no-op message (the step follows a failed command, so the text says nothing about
-  the state) — then the most recent earlier observation of the same trajectory that is not a no-op message
-  (falling back to ``step.observation`` if there is none); blank observations are skipped the same way.
-  This walk-back is a refinement of "the observation before the action"; without it every step after a
-  "Nothing happens." would show ``- Nothing happens.`` as if that were a state. It is
-  :func:`serl.algo.anchors.effective_observations`, the same function that defines the
-  ``state_change`` anchors of ``serl.insertion.anchor``.
+* ``source="state"`` (default): ``before`` = ``step.state``, ``after`` = ``step.next_state`` — the states the
+  environment reports (``info["state"]``, serl/envs/base.py): for ALFWorld a few lines rendered from the
+  engine's symbolic facts (location, what is held, what is seen there, open receptacles, object properties;
+  :mod:`serl.envs.alfworld.state`), so a move shows the change of location and view, not every sentence of
+  the room text; for WebShop the page. A blank env response (``step.feedback``) or a blank ``after`` ⇒ no
+  section (``None``).
+* ``source="observation"`` (the text diff): ``after`` = ``step.feedback`` (the raw env response, stripped;
+  blank ⇒ ``None``); ``before`` = the observation the action was taken from: ``step.observation``, except
+  when that observation is itself the answer to a no-op (the previous step has ``noop``) or blank — then the
+  most recent earlier observation that is neither (falling back to ``step.observation``). Without this
+  walk-back every step after a failed command would diff against the no-op message as if it were a state.
+* A step the env marked ``noop`` (the command changed nothing; ALFWorld's answer to an unknown or
+  inadmissible command) gives :data:`NO_CHANGE`, whatever ``source``.
 * Both texts are split into *units* by :func:`split_units`:
 
   1. split into lines (``str.splitlines``);
@@ -34,7 +36,14 @@ Definition. For step ``t`` of a trajectory:
   ``- <unit>`` then the added units ``+ <unit>``, one per line.
 * No changed unit (identical text, e.g. a WebShop action that left the page as it was) ⇒ :data:`NO_CHANGE`.
 
-Example: before "You arrive at countertop 1. On the countertop 1, you see a mug 1, and a plate 2.",
+Example (``source="state"``, ALFWorld): "take mug 1 from countertop 1" gives::
+
+    - You hold nothing
+    - At countertop 1 you see: mug 1, plate 2
+    + You hold mug 1
+    + At countertop 1 you see: plate 2
+
+Example (``source="observation"``): before "You arrive at countertop 1. On the countertop 1, you see a mug 1, and a plate 2.",
 action "take mug 1 from countertop 1", after "You pick up the mug 1 from the countertop 1." gives::
 
     - You arrive at countertop 1.
@@ -48,11 +57,12 @@ import difflib
 import re
 from typing import Sequence
 
-from serl.algo.anchors import DEFAULT_NOOP_MESSAGES, effective_observations
 from serl.feedback.base import FeedbackSource, clean
 from serl.types import Trajectory
 
 NO_CHANGE = "The action changed nothing."
+#: what is diffed (module docstring)
+SOURCES = ("state", "observation")
 
 _SENTENCE_BOUNDARY = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 _PAGE_SEPARATOR = "[SEP]"
@@ -84,31 +94,45 @@ def unit_diff(before: str, after: str) -> list[str]:
 
 
 class StateDiffFeedback(FeedbackSource):
-    """Unit diff between the state before the action and the env's response to it."""
+    """Unit diff between the state before the action and the state after it (module docstring).
+
+    Args:
+        source: ``state`` (the env's state descriptions, default) or ``observation`` (the text diff of the
+            observation before the action and the env's response).
+    """
 
     name = "state_diff"
     title = "State change caused by the current step:"
 
-    def __init__(self, noop_messages: Sequence[str] = DEFAULT_NOOP_MESSAGES) -> None:
-        self.noop_messages = tuple(str(m).strip() for m in noop_messages)
+    def __init__(self, source: str = "state") -> None:
+        if source not in SOURCES:
+            raise ValueError(f"unknown state_diff source {source!r}; allowed: {', '.join(SOURCES)}")
+        self.source = source
 
-    def _is_noop(self, text: str) -> bool:
-        return text.strip() in self.noop_messages
-
-    def state_before(self, traj: Trajectory, step_idx: int) -> str:
-        """Observation the action was taken from, skipping no-op messages (module docstring)."""
-        observations = [s.observation for s in traj.steps[: step_idx + 1]]
-        return effective_observations(observations, self.noop_messages)[step_idx]
+    @staticmethod
+    def observation_before(traj: Trajectory, step_idx: int) -> str:
+        """The observation step ``step_idx``'s action was taken from, walking back over no-op answers and
+        blank observations (module docstring)."""
+        steps = traj.steps
+        for s in range(step_idx, -1, -1):
+            answers_noop = s > 0 and steps[s - 1].noop
+            if not answers_noop and steps[s].observation.strip():
+                return steps[s].observation
+        return steps[step_idx].observation
 
     def content(self, group: Sequence[Trajectory], traj_idx: int, step_idx: int) -> str | None:
         traj = group[traj_idx]
-        after = clean(traj.steps[step_idx].feedback)
+        step = traj.steps[step_idx]
+        if clean(step.feedback) is None:  # the env answered nothing: no section, whatever the source
+            return None
+        after = clean(step.next_state if self.source == "state" else step.feedback)
         if after is None:
             return None
-        if self._is_noop(after):
+        if step.noop:
             return NO_CHANGE
-        lines = unit_diff(self.state_before(traj, step_idx), after)
+        before = step.state if self.source == "state" else self.observation_before(traj, step_idx)
+        lines = unit_diff(before, after)
         return "\n".join(lines) if lines else NO_CHANGE
 
     def __repr__(self) -> str:
-        return f"StateDiffFeedback(noop_messages={self.noop_messages!r})"
+        return f"StateDiffFeedback(source={self.source!r})"

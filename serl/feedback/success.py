@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from serl.envs.response import ThinkActionFormat
 from serl.feedback.render import TrajectorySource, check_bool
 from serl.types import Trajectory
 
@@ -41,7 +42,7 @@ class SuccessfulTrajectory(TrajectorySource):
         max_steps: int = 0,
         remove_thinking: bool = True,
         exclude_self: bool = True,
-        response_format: str = "serl",
+        response_format: ThinkActionFormat | None = None,
     ) -> None:
         super().__init__(format, max_steps, remove_thinking, response_format)
         self.exclude_self = check_bool("exclude_self", exclude_self)

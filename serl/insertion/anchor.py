@@ -6,16 +6,15 @@ repeats inside a trajectory included, are partitioned by their anchor value, cho
 * ``"observation"`` (reference) — the raw current observation ``Step.observation`` (the reference's
   ``anchor_obs``), as it is, blank or whitespace-only included: the reference falls back to the prompt only
   when ``anchor_obs`` is missing (None, ``PC :: _record_anchor_value``), which a ``Step`` never is. So, as
-  in the reference, exact grouping pools every blank observation of the group (like every ALFWorld
-  "Nothing happens." step, whatever the true state, §10.14), and similarity grouping makes each blank one an
-  anchor of its own (:func:`serl.algo.anchors.group_by_similarity`).
-* ``"state_change"`` (beyond the reference, docs/design.md §4) — the observation of the state the action was
-  taken from: :func:`serl.algo.anchors.effective_observations` of the trajectory's observations with
-  ``noop_messages`` (default ``("Nothing happens.",)``). A step that follows a no-op response pools with
-  the state it happened in (the most recent earlier observation that is not a no-op message), never with
-  the no-op steps of other states. An unchanged page (a WebShop invalid action) is an identical
-  observation, hence the same anchor under both keys. A step with no state anywhere up to it (blank or
-  no-op observations only) falls back to its student prompt.
+  in the reference, exact grouping pools every blank observation of the group (and every no-op message, like
+  ALFWorld's answer to a failed command, whatever the true state, §10.14), and similarity grouping makes each
+  blank one an anchor of its own (:func:`serl.algo.anchors.group_by_similarity`).
+* ``"state_change"`` (beyond the reference, docs/design.md §4) — the state the action was taken from, as
+  the environment describes it (``Step.state``: ALFWorld's symbolic facts, a WebShop page; an env without a
+  description gives its observation, and after a no-op the state before it, :func:`serl.rollout.base.env_state`).
+  A step that follows a no-op pools with the state it happened in, never with the no-op steps of other
+  states, and two different texts of one state (``look`` and arriving) pool together. A blank state falls
+  back to the step's student prompt.
 
 Steps are visited in (step_id, trajectory index) order and grouped by exact equality
 (:func:`serl.algo.anchors.group_by_observation`) or, with ``similarity`` set, by greedy difflib clustering
@@ -23,8 +22,8 @@ with that threshold (:func:`serl.algo.anchors.group_by_similarity`, the referenc
 ``anchor_enable_similarity`` / ``anchor_similarity_thresh``).
 
 Members of a step r's anchor group G(r) (which contains r) are taken in (trajectory index, step index)
-order; the candidate action of a member is :func:`serl.algo.anchors.candidate_action` of its response (first
-``<action>`` content of the think-stripped response, whitespace-collapsed, lower-cased).
+order; the candidate action of a member is the env's ``response_format.candidate_action`` of its response
+(first ``<action>`` content, whitespace-collapsed, lower-cased; :class:`serl.envs.response.ThinkActionFormat`).
 
 Contexts. The feedback source contributes through ``feedback.parts(group, i, t)``: the single sources that
 apply to step r (``[source]`` for one source; every part for an *all of*; the first available part for a
@@ -72,7 +71,7 @@ Deviations from the reference:
 * The feedback is any source or combination, written per candidate action under the source's label; the
   reference hard-codes which parts each ``anchor_*`` mode includes (§4.3 table). The pairs layout accepts
   any per_candidate source and several of them (one section each), not only immediate feedback.
-* ``key="state_change"`` and the ``noop_messages`` knob are beyond the reference (docs/design.md §4, §10.14).
+* ``key="state_change"`` is beyond the reference (docs/design.md §4, §10.14).
 * Candidate order is (trajectory index, step index) — our stand-in for the reference's batch index, which
   after its balancing step is effectively arbitrary within a group (§10.13).
 """
@@ -81,17 +80,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
-from serl.algo.anchors import (
-    DEFAULT_NOOP_MESSAGES,
-    candidate_action,
-    effective_observations,
-    group_by_observation,
-    group_by_similarity,
-    is_state,
-)
-from serl.algo.masks import check_response_format
+from serl.algo.anchors import group_by_observation, group_by_similarity
+from serl.envs.response import ThinkActionFormat
 from serl.insertion.base import FeedbackLike, Insertion
 from serl.types import TeacherContext, Trajectory
 
@@ -118,12 +110,12 @@ class _Candidate:
 class _Anchor:
     """One anchor group: the candidate table is computed once, the per-step contexts assembled from it."""
 
-    def __init__(self, group: Sequence[Trajectory], members: list[StepRef], remove_thinking: bool, response_format: str):
+    def __init__(
+        self, group: Sequence[Trajectory], members: list[StepRef], remove_thinking: bool, fmt: ThinkActionFormat
+    ):
         self.group = group
         self.members = members
-        self.actions = [
-            candidate_action(group[i].steps[t].response_text, remove_thinking, response_format) for i, t in members
-        ]
+        self.actions = [fmt.candidate_action(group[i].steps[t].response_text, remove_thinking) for i, t in members]
         by_action: dict[str, list[StepRef]] = {}
         for ref, action in zip(members, self.actions):
             by_action.setdefault(action, []).append(ref)
@@ -197,9 +189,9 @@ class AnchorInsertion(Insertion):
         similarity: ``None`` for exact equality, else a difflib-ratio threshold in (0, 1) (reference 0.95).
         layout: one of :data:`LAYOUTS` (``"table"``: candidate table, reference default; ``"pairs"``: the
             reference's ``anchor_immediate_feedback`` lines).
-        noop_messages: observations that are not a state (``key="state_change"`` only); a list of strings.
         remove_thinking: strip ``<think>…</think>`` before extracting the candidate action (reference True).
-        response_format: ``serl`` or ``reference`` tag rules for that (:func:`serl.algo.anchors.candidate_action`).
+        response_format: the env's response format, which reads the candidate action
+            (``${env.response_format}``; default: the ``serl`` rules).
     """
 
     name = "anchor"
@@ -209,9 +201,8 @@ class AnchorInsertion(Insertion):
         key: str = "observation",
         similarity: float | None = None,
         layout: str = "table",
-        noop_messages: Iterable[str] = DEFAULT_NOOP_MESSAGES,
         remove_thinking: bool = True,
-        response_format: str = "serl",
+        response_format: ThinkActionFormat | None = None,
     ):
         if key not in ANCHOR_KEYS:
             raise ValueError(f"unknown anchor key {key!r}; allowed: {', '.join(ANCHOR_KEYS)}")
@@ -221,19 +212,16 @@ class AnchorInsertion(Insertion):
             similarity = float(similarity)
             if not 0.0 < similarity < 1.0:
                 raise ValueError(f"anchor similarity must be None or in (0, 1), got {similarity!r}")
-        if isinstance(noop_messages, str):
-            raise ValueError(f"noop_messages must be a list of strings, got the string {noop_messages!r}")
         self.key = key
         self.similarity = similarity
         self.layout = layout
-        self.noop_messages = tuple(str(m).strip() for m in noop_messages)
         self.remove_thinking = bool(remove_thinking)
-        self.response_format = check_response_format(response_format)
+        self.response_format = response_format if response_format is not None else ThinkActionFormat()
 
     def __repr__(self) -> str:
         return (
             f"AnchorInsertion(key={self.key!r}, similarity={self.similarity!r}, layout={self.layout!r}, "
-            f"noop_messages={self.noop_messages!r}, remove_thinking={self.remove_thinking!r})"
+            f"remove_thinking={self.remove_thinking!r}, response_format={self.response_format!r})"
         )
 
     def anchor_values(self, traj: Trajectory) -> list[str]:
@@ -241,8 +229,7 @@ class AnchorInsertion(Insertion):
         if self.key == "observation":
             # §4.2 PC :: _record_anchor_value: anchor_obs as it is (the prompt only if it is None, never here)
             return [s.observation for s in traj.steps]
-        effective = effective_observations([s.observation for s in traj.steps], self.noop_messages)
-        return [obs if is_state(obs, self.noop_messages) else s.prompt for obs, s in zip(effective, traj.steps)]
+        return [s.state if s.state.strip() else s.prompt for s in traj.steps]
 
     def anchor_ids(self, group: Sequence[Trajectory]) -> list[list[int]]:
         """``ids[i][t]`` = anchor id of step t of trajectory i (ids in first appearance over (step_id, i))."""

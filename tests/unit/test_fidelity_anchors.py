@@ -22,7 +22,7 @@ import pytest
 from serl.algo.anchors import group_by_observation, group_by_similarity
 from serl.insertion import AnchorInsertion
 from serl.types import Trajectory
-from tests.group_fixture import COUNTER, DESK, NOTHING, ROOM, act, mk_step
+from tests.group_fixture import COUNTER, DESK, NOTHING, ROOM, act, mk_step, replay_states
 
 
 def reference_exact(values: list[str]) -> list[int]:
@@ -119,7 +119,8 @@ def test_grouping_matches_reference_randomised(seed):
 def _group(observations: list[list[str]]) -> list[Trajectory]:
     trajs = []
     for i, row in enumerate(observations):
-        steps = [mk_step(t, obs, act(f"a{i}{t}"), "ok") for t, obs in enumerate(row)]
+        feedback = row[1:] + ["ok"]  # each step's answer is the next observation
+        steps = replay_states([mk_step(t, obs, act(f"a{i}{t}"), fb) for t, (obs, fb) in enumerate(zip(row, feedback))])
         for t, step in enumerate(steps):
             step.prompt = f"PROMPT[traj {i} step {t}]"  # every prompt differs
         trajs.append(Trajectory(group_id=0, traj_id=i, game="g", task_type="t", task="t", steps=steps))
@@ -140,7 +141,7 @@ def test_anchor_insertion_blank_observations_like_the_reference():
 
 
 def test_state_change_key_keeps_its_prompt_fallback_for_blank():
-    # beyond the reference: under key="state_change" a blank observation is not a state; it takes the last
-    # state of its trajectory, or its own prompt when there is none
+    # beyond the reference: under key="state_change" a blank observation is not a state (serl.rollout.base.env_state):
+    # it takes the last state of its trajectory, or its own prompt when there is none
     grp = _group([["", ROOM, ""]])
     assert AnchorInsertion(key="state_change").anchor_values(grp[0]) == ["PROMPT[traj 0 step 0]", ROOM, ROOM]

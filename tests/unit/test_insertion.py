@@ -6,7 +6,8 @@ Exact anchors (first appearance over (step_id, traj)): 0 ROOM {(0,0),(1,0),(2,0)
 (3,1)}; 2 DRAWER {(2,1)}; 3 PICK_MUG {(0,2)}; 4 PICK_PLATE {(1,2)}; 5 NOTHING {(1,3),(2,2)} (two unrelated
 states pooled, as in the reference); 6 EXAMINED {(3,2)}; 7 DESK {(0,3)}.
 
-State-change anchors (key="state_change"; a "Nothing happens." step belongs to the state it happened in):
+State-change anchors (key="state_change", by ``Step.state``; a step after a no-op belongs to the state the no-op
+happened in):
 0 ROOM; 1 COUNTER; 2 DRAWER {(2,1),(2,2)}; 3 PICK_MUG {(0,2)}; 4 PICK_PLATE {(1,2),(1,3)}; 5 EXAMINED {(3,2)};
 6 DESK {(0,3)}.
 """
@@ -20,12 +21,12 @@ import sys
 
 import pytest
 
-from serl.algo.anchors import effective_observations
+from serl.envs.response import ThinkActionFormat
 from serl.feedback import AllOf, FeedbackSource, FirstAvailable, ImmediateFeedback, NoFeedback, StateDiffFeedback
 from serl.insertion import ANCHOR_KEYS, LAYOUTS, AnchorInsertion, Insertion, StepInsertion
 from serl.types import TeacherContext, Trajectory
 from tests.group_fixture import (
-    COUNTER, DESK, DRAWER, EXAMINED, NOTHING, PICK_MUG, PICK_PLATE, PUT, ROOM, act, make_group, mk_step,
+    COUNTER, DESK, DRAWER, EXAMINED, NOTHING, PICK_MUG, PICK_PLATE, PUT, ROOM, act, make_group, mk_step, replay_states,
 )
 
 IMM = "Immediate feedback from the current step:"
@@ -141,11 +142,13 @@ def test_anchor_falls_back_to_prompt_for_blank_observation(group):
 
 
 def sim_group(observations: list[list[str]]) -> list[Trajectory]:
-    return [
-        Trajectory(group_id=0, traj_id=i, game="g", task_type="t", task="t",
-                   steps=[mk_step(t, obs, act(f"a{i}{t}"), "ok") for t, obs in enumerate(row)])
-        for i, row in enumerate(observations)
-    ]
+    """One trajectory per row; each step's feedback is the next observation ("ok" after the last)."""
+    def steps(i: int, row: list[str]) -> list:
+        feedback = row[1:] + ["ok"]
+        return replay_states([mk_step(t, obs, act(f"a{i}{t}"), fb) for t, (obs, fb) in enumerate(zip(row, feedback))])
+
+    return [Trajectory(group_id=0, traj_id=i, game="g", task_type="t", task="t", steps=steps(i, row))
+            for i, row in enumerate(observations)]
 
 
 def test_anchor_similarity_visits_step_id_then_trajectory():
@@ -180,20 +183,23 @@ def test_nothing_happens_steps_pooled_only_by_observation_key(group):
     assert sc_ids[2][2] == sc_ids[2][1] and sc_ids[1][3] == sc_ids[1][2]
 
 
-def test_state_change_custom_noop_messages(group):
-    # without "Nothing happens." in noop_messages it is a state again: state_change == observation here
-    ins = AnchorInsertion(key="state_change", noop_messages=["I don't understand that."])
-    assert ins.anchor_ids(group) == AnchorInsertion().anchor_ids(group)
+def test_state_change_uses_the_envs_state(group):
+    # an env that describes its state (ALFWorld's facts): steps with equal states pool whatever their text
+    for traj in group:
+        for s in traj.steps:
+            s.state = "at desk" if s.observation.startswith("You arrive at desk") else "elsewhere"
+    ids = AnchorInsertion(key="state_change").anchor_ids(group)
+    assert ids == [[0, 0, 0, 1], [0, 0, 0, 0], [0, 0, 0], [0, 0, 0]]
 
 
-def test_state_change_without_any_state_falls_back_to_prompt():
-    # a trajectory that starts with a no-op observation has no state to walk back to: its prompt is the value,
-    # so it does not pool with another trajectory's "Nothing happens." step either
-    grp = sim_group([[NOTHING, ROOM], [ROOM, NOTHING]])
-    grp[0].steps[0].prompt = "PROMPT[first]"
-    assert AnchorInsertion(key="state_change").anchor_values(grp[0]) == ["PROMPT[first]", ROOM]
-    assert AnchorInsertion(key="state_change").anchor_ids(grp) == [[0, 1], [1, 1]]
-    assert AnchorInsertion().anchor_ids(grp) == [[0, 1], [1, 0]]  # by observation both no-op steps pool
+def test_state_change_blank_state_falls_back_to_prompt():
+    # a blank state (an env that reported one) says nothing: the step's prompt is its value, so it pools with nothing
+    grp = sim_group([[ROOM, "x"], [ROOM, "x"]])
+    for traj in grp:
+        traj.steps[1].state = "  "
+    grp[0].steps[1].prompt = "PROMPT[first]"
+    assert AnchorInsertion(key="state_change").anchor_values(grp[0]) == [ROOM, "PROMPT[first]"]
+    assert AnchorInsertion(key="state_change").anchor_ids(grp) == [[0, 1], [0, 2]]
 
 
 def random_group(rng: random.Random) -> list[Trajectory]:
@@ -203,8 +209,9 @@ def random_group(rng: random.Random) -> list[Trajectory]:
 
 @pytest.mark.parametrize("seed", range(20))
 def test_anchor_partition_property(seed):
-    # Two steps share an anchor iff their anchor values are equal: the effective prior observation under
-    # state_change, the raw observation under observation (the reference's grouping); blank or stateless -> prompt.
+    # Two steps share an anchor iff their anchor values are equal: under state_change the observation of the
+    # last step not preceded by a no-op (slow walk-back), under observation the raw observation (the reference's
+    # grouping); blank -> prompt.
     grp = random_group(random.Random(seed))
     for key in ANCHOR_KEYS:
         ins = AnchorInsertion(key=key)
@@ -217,15 +224,21 @@ def test_anchor_partition_property(seed):
                     va = a.observation if a.observation.strip() else a.prompt
                     vb = b.observation if b.observation.strip() else b.prompt
                 else:
-                    va = effective_observations([s.observation for s in grp[i].steps])[t]
-                    vb = effective_observations([s.observation for s in grp[j].steps])[u]
-                    va = va if va.strip() and va != NOTHING else a.prompt
-                    vb = vb if vb.strip() and vb != NOTHING else b.prompt
+                    va, vb = walk_back(grp[i].steps, t), walk_back(grp[j].steps, u)
+                    va = va if va.strip() else a.prompt
+                    vb = vb if vb.strip() else b.prompt
                 assert (ids[i][t] == ids[j][u]) == (va == vb), (key, (i, t), (j, u))
-        if key == "state_change":  # no anchor holds a no-op step whose trajectory had a state before it
+        if key == "state_change":  # a no-op message is an anchor value only where the trajectory starts with one
             for i, t in steps:
-                if any(s.observation.strip() and s.observation != NOTHING for s in grp[i].steps[: t + 1]):
+                if grp[i].steps[0].observation != NOTHING:
                     assert ins.anchor_values(grp[i])[t] != NOTHING
+
+
+def walk_back(steps, t: int) -> str:
+    """Slow oracle of the rollout's state rule: back over steps that answer a no-op or are blank."""
+    while t > 0 and (steps[t - 1].noop or not steps[t].observation.strip()):
+        t -= 1
+    return steps[t].observation
 
 
 @pytest.mark.parametrize("kwargs", [{"key": "bogus"}, {"key": "prompt"}])
@@ -240,11 +253,6 @@ def test_anchor_layout_validation(layout):
         AnchorInsertion(layout=layout)
 
 
-def test_anchor_noop_messages_must_be_a_list():
-    with pytest.raises(ValueError, match="list of strings"):
-        AnchorInsertion(key="state_change", noop_messages="Nothing happens.")
-
-
 @pytest.mark.parametrize("bad", [0, 0.0, 1, 1.0, -0.5, 2.0])
 def test_anchor_similarity_validation(bad):
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
@@ -252,14 +260,15 @@ def test_anchor_similarity_validation(bad):
 
 
 def test_anchor_accepts_hydra_style_kwargs():
-    ins = AnchorInsertion(key="state_change", similarity=0.95, layout="pairs", noop_messages=[" Nothing happens. "],
-                          remove_thinking=False)
-    assert (ins.key, ins.similarity, ins.layout, ins.noop_messages, ins.remove_thinking) == (
-        "state_change", 0.95, "pairs", ("Nothing happens.",), False
+    fmt = ThinkActionFormat(mode="reference")
+    ins = AnchorInsertion(key="state_change", similarity=0.95, layout="pairs", remove_thinking=False,
+                          response_format=fmt)
+    assert (ins.key, ins.similarity, ins.layout, ins.remove_thinking, ins.response_format) == (
+        "state_change", 0.95, "pairs", False, fmt
     )
     default = AnchorInsertion()
-    assert (default.key, default.similarity, default.layout, default.noop_messages, default.remove_thinking) == (
-        "observation", None, "table", ("Nothing happens.",), True
+    assert (default.key, default.similarity, default.layout, default.remove_thinking, default.response_format) == (
+        "observation", None, "table", True, ThinkActionFormat()
     )
     assert ANCHOR_KEYS == ("observation", "state_change") and LAYOUTS == ("table", "pairs")
 
@@ -645,7 +654,7 @@ def test_anchor_pairs_state_change(group):
 def test_feedback_and_insertion_import_only_types_algo_stdlib():
     root = pathlib.Path(__file__).resolve().parents[2] / "serl"
     files = [*sorted((root / "feedback").glob("*.py")), *sorted((root / "insertion").glob("*.py")), root / "algo" / "anchors.py"]
-    allowed_serl = ("serl.types", "serl.algo", "serl.feedback", "serl.insertion")
+    allowed_serl = ("serl.types", "serl.algo", "serl.feedback", "serl.insertion", "serl.envs.response")
     for path in files:
         pkg = path.parent.name
         for node in ast.walk(ast.parse(path.read_text())):

@@ -8,15 +8,30 @@ import torch
 
 from serl.algo.masks import (
     PRINTABLE_ASCII,
-    action_mask_from_ids,
     action_token_mask,
-    find_action_spans,
     first_action_block,
     incremental_char_offsets,
     parse_response,
-    reference_action_spans,
     remove_thinking,
 )
+import serl.algo.masks as _masks
+
+
+# The reference's §6.2 rule 3 marks the env's bracket commands; these cases use WebShop's verbs.
+WEB = ("search", "click")
+
+
+def reference_action_spans(text, bracket_verbs=WEB):
+    return _masks.reference_action_spans(text, bracket_verbs)
+
+
+def find_action_spans(text, mode="serl", charset=_masks.PRINTABLE_ASCII, bracket_verbs=WEB):
+    return _masks.find_action_spans(text, mode, charset, bracket_verbs)
+
+
+def action_mask_from_ids(ids, decode, mode="serl", charset=_masks.PRINTABLE_ASCII, bracket_verbs=WEB):
+    return _masks.action_mask_from_ids(ids, decode, mode, charset, bracket_verbs)
+
 
 T = "<think>t</think>"  # 16 characters: the action block of T + "<action>X</action>" starts at 24
 
@@ -319,6 +334,7 @@ def test_no_action_gives_all_false():
 
 def test_batch_action_masks_modes():
     from serl.batch import action_masks
+    from serl.envs.response import ThinkActionFormat
     from serl.types import Step
 
     vocab = ["<action>", "look", "</action>", "<think>", "</think>"]
@@ -329,6 +345,6 @@ def test_batch_action_masks_modes():
     steps = [step([3, 4, 0, 1, 2]), step([0, 1, 2])]  # valid; no think tags (invalid)
     decode = _decode_vocab(vocab)
     assert action_masks(steps, decode) == [[False, False, False, True, False], [False, False, False]]
-    assert action_masks(steps, decode, mode="reference") == [[False, False, False, True, False], [False, True, False]]
-    with pytest.raises(ValueError, match="response_format must be one of"):
-        action_masks(steps, decode, mode="serl_reference")
+    assert action_masks(steps, decode, ThinkActionFormat(mode="reference")) == [
+        [False, False, False, True, False], [False, True, False]
+    ]

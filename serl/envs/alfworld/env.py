@@ -18,7 +18,9 @@ Semantics:
 * Stepping a finished episode is a no-op that returns the last feedback, reward 0.0 and the same flags (the
   reference keeps stepping finished envs until the whole batch is done, docs/reference.md §1.3).
 * ``info`` always has ``admissible_commands`` (list[str], sorted), ``won`` (bool), ``task`` (the sentence
-  after "Your task is to: ", without the final period), ``task_type`` and ``game`` (path str).
+  after "Your task is to: ", without the final period), ``task_type``, ``game`` (path str), ``state`` (the
+  engine's symbolic facts as a few lines, :func:`serl.envs.alfworld.state.render_state`) and ``noop``
+  (the engine answered :data:`NOOP_MESSAGE`: the command was unknown or inadmissible and changed nothing).
 
 ``alfworld``/``textworld`` are imported on first use, after ``ALFWORLD_DATA`` is set (§5.4-4).
 
@@ -42,8 +44,11 @@ from gymnasium import spaces
 
 from serl.envs.alfworld import import_alfworld
 from serl.envs.alfworld.generator import TASK_TYPES
+from serl.envs.alfworld.state import fact_tuples, render_state
 
 WIN_REWARD = 10.0  # docs/reference.md §1.4: 10·won on the winning step
+#: ALFWorld's answer to an unknown or inadmissible command (docs/reference.md §3.1): it changes nothing.
+NOOP_MESSAGE = "Nothing happens."
 TASK_PREFIX = "Your task is to: "
 CHARSET = frozenset(string.printable)  # letters, digits, punctuation, space, \t \n \r \x0b \x0c
 OBS_MAX_LENGTH = 1 << 16
@@ -104,6 +109,8 @@ class AlfworldTextEnv(gym.Env):
         self._task_type = ""
         self._obs = ""
         self._admissible: list[str] = []
+        self._state = ""
+        self._noop = False
         self._score = 0
         self._won = False
         self._steps = 0
@@ -119,7 +126,7 @@ class AlfworldTextEnv(gym.Env):
             from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
             from textworld.envs.pddl import PddlEnv
 
-            infos = textworld.EnvInfos(won=True, admissible_commands=True, extras=["gamefile"])
+            infos = textworld.EnvInfos(won=True, admissible_commands=True, facts=True, extras=["gamefile"])
             self._tw = AlfredInfos(AlfredDemangler(PddlEnv(infos), shuffle=False))
         return self._tw
 
@@ -130,6 +137,8 @@ class AlfworldTextEnv(gym.Env):
             "task": self._task,
             "task_type": self._task_type,
             "game": self._game,
+            "state": self._state,
+            "noop": self._noop,
         }
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
@@ -162,6 +171,8 @@ class AlfworldTextEnv(gym.Env):
         self._obs = str(state.feedback)
         self._task = parse_task(self._obs)
         self._admissible = [str(c) for c in state["admissible_commands"]]
+        self._state = render_state(fact_tuples(state["facts"]))
+        self._noop = False
         self._won = bool(state["won"])
         self._score = 1 if self._won else 0
         self._steps = 0
@@ -184,6 +195,8 @@ class AlfworldTextEnv(gym.Env):
         self._score = max(self._score, score)
         self._obs = str(state.feedback)
         self._admissible = [str(c) for c in state["admissible_commands"]]
+        self._state = render_state(fact_tuples(state["facts"]))
+        self._noop = self._obs.strip() == NOOP_MESSAGE
         self._won = bool(state["won"])
         self._terminated = self._won
         self._truncated = not self._terminated and self._steps >= self.max_episode_steps

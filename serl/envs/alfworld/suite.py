@@ -16,8 +16,10 @@ Game source (docs/alfworld_games.md §6.2):
    size differs from the full release (train 3553, valid_seen 140, valid_unseen 134: partial download).
 
 Per-step interface: :meth:`render_prompt` (docs/reference.md §8.1 templates, :mod:`.prompts`),
-:meth:`project_action` (docs/reference.md §8.3, 30 fallback characters), :meth:`success_metrics` (success = ``won`` per
-trajectory, overall and per task type with the full task-type names).
+``response_format`` (docs/reference.md §8.3: printable-ASCII commands, 30 fallback characters),
+:meth:`success_metrics` (success = ``won`` per trajectory, overall and per task type with the full task-type
+names), :meth:`expert_steps` (the warm start's demonstrations, :mod:`.demos`). The env reports the
+engine's symbolic facts as its state (:mod:`.state`) and ``"Nothing happens."`` as a no-op (:mod:`.env`).
 """
 
 from __future__ import annotations
@@ -33,15 +35,13 @@ from serl.envs.alfworld import default_cache_root, ensure_alfworld_data
 from serl.envs.alfworld.env import AlfworldTextEnv, read_task_type
 from serl.envs.alfworld.generator import FORBIDDEN_PATH_PARTS, SPLITS, TASK_TYPES, check_task_types, generate_games
 from serl.envs.alfworld.prompts import render_prompt as _render_prompt
-from serl.algo.masks import check_response_format
-from serl.envs.projection import project_action as _project_action
+from serl.envs.response import ThinkActionFormat
 
 if TYPE_CHECKING:  # serl.types imports torch; not needed at run time here
     from serl.types import Trajectory
 
 log = logging.getLogger(__name__)
 
-ALFWORLD_FALLBACK_CHARS = 30  # docs/reference.md §8.3
 EVAL_SPLITS = ("valid_seen", "valid_unseen")
 OFFICIAL_SIZES = {"train": 3553, "valid_seen": 140, "valid_unseen": 134}  # §6.1 [reported]
 SOURCES = ("official", "generated")
@@ -123,8 +123,8 @@ class AlfworldSuite:
             those types.
         use_train_pool: False when only the eval pool is played (scripts/eval.py): then official games of the
             eval split suffice, the train split is not needed.
-        response_format: ``serl`` (one definition of the action for the env and the token mask) or
-            ``reference`` (the authors' projection, docs/reference.md §8.3); see :func:`project_action`.
+        response_format: how a response is read (:class:`serl.envs.response.ThinkActionFormat`; default:
+            ``serl`` rules, printable-ASCII commands, the reference's 30 fallback characters, §8.3).
     """
 
     name = "alfworld"
@@ -141,7 +141,7 @@ class AlfworldSuite:
         require_official: bool = False,
         seed: int = 0,
         task_types: Sequence[str] | None = None,
-        response_format: str = "serl",
+        response_format: ThinkActionFormat | None = None,
         use_train_pool: bool = True,
     ) -> None:
         self.max_turns = _check_int("max_turns", max_turns, 1)
@@ -153,7 +153,9 @@ class AlfworldSuite:
             raise ValueError(f"unknown eval_split {eval_split!r}; allowed: {', '.join(EVAL_SPLITS)}")
         self.eval_split = eval_split
         self.require_official = bool(require_official)
-        self.response_format = check_response_format(response_format)
+        self.response_format = response_format if response_format is not None else ThinkActionFormat(fallback_chars=30)
+        if not isinstance(self.response_format, ThinkActionFormat):
+            raise TypeError(f"response_format must be a ThinkActionFormat, got {type(self.response_format).__name__}")
         if task_types is not None:
             task_types = [str(t) for t in task_types]
             check_task_types(task_types)
@@ -246,6 +248,14 @@ class AlfworldSuite:
             raise ValueError(f"game {game} has no walkthrough (an expert plan is needed for demonstrations)")
         return [str(a) for a in plan]
 
+    def expert_steps(self, game: str, max_detours: int = 0, seed: int = 0) -> list[tuple[str, str]]:
+        """``(thought, action)`` per step of the expert's winning play of ``game``: its plan with 0..max_detours
+        search detours drawn from ``seed``, each action with a templated rationale
+        (:func:`serl.envs.alfworld.demos.expert_steps`)."""
+        from serl.envs.alfworld.demos import expert_steps
+
+        return expert_steps(self, game, max_detours, seed)
+
     # ------------------------------------------------------------------------------------ per step
 
     def render_prompt(
@@ -258,10 +268,6 @@ class AlfworldSuite:
     ) -> str:
         """Student prompt (docs/reference.md §8.1); see :func:`serl.envs.alfworld.prompts.render_prompt`."""
         return _render_prompt(task, history, step_id, observation, admissible, self.history_length)
-
-    def project_action(self, response: str) -> tuple[str, bool]:
-        """docs/reference.md §8.3 with the ALFWorld fallback of 30 characters."""
-        return _project_action(response, ALFWORLD_FALLBACK_CHARS, mode=self.response_format)
 
     def success_metrics(self, trajectories: Sequence[Trajectory]) -> dict[str, float]:
         """``{"success_rate": ..., "<task_type>/success_rate": ...}`` over the given trajectories.
