@@ -57,7 +57,7 @@ warmstart:  ## regenerate the versioned warm-start LoRA adapter behind model=smo
 
 WARMSTART_WEBSHOP_ADAPTER ?= serl/policy/warmstart_adapters/smollm2-135m-webshop-sft
 warmstart-webshop:  ## the same for WebShop: the adapter behind model=smollm2-135m-webshop-sft
-	$(PY) scripts/sft.py env=webshop model=smollm2-135m seed=0 adapter_dir=$(WARMSTART_WEBSHOP_ADAPTER)
+	$(PY) scripts/sft.py env=webshop model=smollm2-135m seed=0 max_detours=1 adapter_dir=$(WARMSTART_WEBSHOP_ADAPTER)
 
 test:  ## the default test suite (< 10 min on 2 cores)
 	$(PY) -m pytest -q

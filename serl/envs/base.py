@@ -28,12 +28,14 @@ environment-specific lives behind it (a new environment is a package under ``ser
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Protocol, Sequence
 
 import gymnasium as gym
 
 from serl.envs.response import ThinkActionFormat
-from serl.types import Trajectory
+
+if TYPE_CHECKING:  # serl.types imports torch: env worker processes need not
+    from serl.types import Trajectory
 
 
 class EnvSuite(Protocol):
@@ -61,3 +63,24 @@ class EnvSuite(Protocol):
     def success_metrics(self, trajectories: Sequence[Trajectory]) -> dict[str, float]: ...
 
     def expert_steps(self, game: str, max_detours: int = 0, seed: int = 0) -> list[tuple[str, str]]: ...
+
+
+def per_task_type(trajectories: Sequence[Trajectory], metrics: Mapping[str, Callable[[Trajectory], float]]) -> dict[str, float]:
+    """A suite's ``success_metrics``: ``{name: mean of fn}`` over all ``trajectories``, then
+    ``{"<task_type>/<name>": mean}`` per task type present (sorted); ``{}`` for no trajectories.
+
+    >>> from serl.types import Trajectory
+    >>> ts = [Trajectory(0, 0, "g", "a", "t", won=True), Trajectory(0, 1, "g", "b", "t")]
+    >>> per_task_type(ts, {"success_rate": lambda t: float(t.won)})
+    {'success_rate': 0.5, 'a/success_rate': 1.0, 'b/success_rate': 0.0}
+    """
+    if not trajectories:
+        return {}
+    out = {name: sum(fn(t) for t in trajectories) / len(trajectories) for name, fn in metrics.items()}
+    by_type: dict[str, list[Trajectory]] = {}
+    for t in trajectories:
+        by_type.setdefault(t.task_type, []).append(t)
+    for task_type in sorted(by_type):
+        ts = by_type[task_type]
+        out.update({f"{task_type}/{name}": sum(fn(t) for t in ts) / len(ts) for name, fn in metrics.items()})
+    return out

@@ -14,23 +14,7 @@ from serl.algo.masks import (
     parse_response,
     remove_thinking,
 )
-import serl.algo.masks as _masks
-
-
-# The reference's §6.2 rule 3 marks the env's bracket commands; these cases use WebShop's verbs.
-WEB = ("search", "click")
-
-
-def reference_action_spans(text, bracket_verbs=WEB):
-    return _masks.reference_action_spans(text, bracket_verbs)
-
-
-def find_action_spans(text, mode="serl", charset=_masks.PRINTABLE_ASCII, bracket_verbs=WEB):
-    return _masks.find_action_spans(text, mode, charset, bracket_verbs)
-
-
-def action_mask_from_ids(ids, decode, mode="serl", charset=_masks.PRINTABLE_ASCII, bracket_verbs=WEB):
-    return _masks.action_mask_from_ids(ids, decode, mode, charset, bracket_verbs)
+from tests.response_shims import action_mask_from_ids, find_action_spans, reference_action_spans
 
 
 T = "<think>t</think>"  # 16 characters: the action block of T + "<action>X</action>" starts at 24

@@ -25,32 +25,7 @@ from serl.algo.masks import (
     remove_thinking,
 )
 from serl.envs.projection import project_action
-import serl.algo.masks as _masks
-from serl.envs.response import ThinkActionFormat
-
-
-# The reference's §6.2 rule 3 marks the env's bracket commands; these cases use WebShop's verbs.
-WEB = ("search", "click")
-
-
-def reference_action_spans(text, bracket_verbs=WEB):
-    return _masks.reference_action_spans(text, bracket_verbs)
-
-
-def find_action_spans(text, mode="serl", charset=_masks.PRINTABLE_ASCII, bracket_verbs=WEB):
-    return _masks.find_action_spans(text, mode, charset, bracket_verbs)
-
-
-def action_mask_from_ids(ids, decode, mode="serl", charset=_masks.PRINTABLE_ASCII, bracket_verbs=WEB):
-    return _masks.action_mask_from_ids(ids, decode, mode, charset, bracket_verbs)
-
-
-def strip_thinking(text, mode="serl"):
-    return ThinkActionFormat(mode=mode).strip_thinking(text)
-
-
-def candidate_action(response, remove_thinking=True, mode="serl"):
-    return ThinkActionFormat(mode=mode).candidate_action(response, remove_thinking)
+from tests.response_shims import action_mask_from_ids, candidate_action, find_action_spans, reference_action_spans, strip_thinking
 
 
 # ------------------------------------------------------------------ slow references (quadratic on purpose)

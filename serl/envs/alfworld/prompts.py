@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from serl.envs.prompting import format_history, history_window
+
 PREAMBLE = "You are an expert agent acting in ALFRED, an embodied household environment."
 
 INSTRUCTION = (
@@ -53,14 +55,6 @@ def format_admissible(admissible: Sequence[str]) -> str:
     return "[" + "\n ".join(f"'{a}'" for a in admissible if a not in EXCLUDED_ACTIONS) + "]"
 
 
-def format_history(history: Sequence[tuple[str, str]], step_id: int) -> str:
-    """``[Observation k: '<obs>', Action k: '<action>']`` lines; the last pair is step ``step_id``."""
-    first = step_id - len(history) + 1
-    return "\n".join(
-        f"[Observation {first + j}: '{obs}', Action {first + j}: '{action}']" for j, (obs, action) in enumerate(history)
-    )
-
-
 def render_prompt(
     task: str,
     history: Sequence[tuple[str, str]],
@@ -80,15 +74,9 @@ def render_prompt(
         admissible: admissible commands of the current state.
         history_length: H, how many pairs to show (0 = never show history, as the reference).
     """
-    if step_id < 0:
-        raise ValueError(f"step_id must be >= 0, got {step_id}")
-    if history_length < 0:
-        raise ValueError(f"history_length must be >= 0, got {history_length}")
-    if len(history) > step_id:
-        raise ValueError(f"history has {len(history)} pairs but only {step_id} step(s) were taken")
-    if step_id == 0 or history_length == 0:
+    shown = history_window(history, step_id, history_length)
+    if not shown:
         return TEMPLATE_NO_HISTORY.format(observation=observation, admissible=format_admissible(admissible))
-    shown = list(history)[-history_length:]
     return TEMPLATE_WITH_HISTORY.format(
         task=task,
         n_steps=step_id,

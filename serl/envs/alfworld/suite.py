@@ -35,6 +35,7 @@ from serl.envs.alfworld import default_cache_root, ensure_alfworld_data
 from serl.envs.alfworld.env import AlfworldTextEnv, read_task_type
 from serl.envs.alfworld.generator import FORBIDDEN_PATH_PARTS, SPLITS, TASK_TYPES, check_task_types, generate_games
 from serl.envs.alfworld.prompts import render_prompt as _render_prompt
+from serl.envs.base import per_task_type
 from serl.envs.response import ThinkActionFormat
 
 if TYPE_CHECKING:  # serl.types imports torch; not needed at run time here
@@ -274,16 +275,7 @@ class AlfworldSuite:
 
         Success = ``traj.won`` (docs/reference.md §8.1); one key per task type present. Empty input -> {}.
         """
-        if not trajectories:
-            return {}
-        metrics = {"success_rate": sum(bool(t.won) for t in trajectories) / len(trajectories)}
-        by_type: dict[str, list[bool]] = {}
-        for t in trajectories:
-            by_type.setdefault(t.task_type, []).append(bool(t.won))
-        for task_type in sorted(by_type):
-            wins = by_type[task_type]
-            metrics[f"{task_type}/success_rate"] = sum(wins) / len(wins)
-        return metrics
+        return per_task_type(trajectories, {"success_rate": lambda t: float(t.won)})
 
     def describe(self) -> dict[str, Any]:
         """Where the games come from (for logs and run summaries, §6.2-4)."""

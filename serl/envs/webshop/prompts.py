@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from serl.envs.prompting import format_history, history_window
+
 SEP = " [SEP] "
 MAX_HISTORY_PROMPT_CHARS = 13000  # WEBSHOP_SPEC §6: above this the no-history template is used
 
@@ -69,15 +71,6 @@ def format_admissible(admissible: Sequence[str]) -> str:
     return "\n".join(f"'{a}'," for a in admissible)
 
 
-def format_history(history: Sequence[tuple[str, str]], step_id: int, task: str) -> str:
-    """``[Observation k: '<obs>', Action k: '<action>']`` lines; the last pair is step ``step_id`` (1-based k)."""
-    first = step_id - len(history) + 1
-    return "\n".join(
-        f"[Observation {first + j}: '{format_observation(obs, task)}', Action {first + j}: '{action}']"
-        for j, (obs, action) in enumerate(history)
-    )
-
-
 def render_prompt(
     task: str,
     history: Sequence[tuple[str, str]],
@@ -97,23 +90,17 @@ def render_prompt(
         admissible: the available actions (``search[<your query>]``, ``click[...]``).
         history_length: H, pairs shown (0 = never show history).
     """
-    if step_id < 0:
-        raise ValueError(f"step_id must be >= 0, got {step_id}")
-    if history_length < 0:
-        raise ValueError(f"history_length must be >= 0, got {history_length}")
-    if len(history) > step_id:
-        raise ValueError(f"history has {len(history)} pairs but only {step_id} step(s) were taken")
+    shown = history_window(history, step_id, history_length)
     obs = format_observation(observation, task)
     actions = format_admissible(admissible)
     no_history = TEMPLATE_NO_HISTORY.format(task=task, observation=obs, available_actions=actions)
-    if step_id == 0 or history_length == 0:
+    if not shown:
         return no_history
-    shown = list(history)[-history_length:]
     prompt = TEMPLATE_WITH_HISTORY.format(
         task=task,
         n_steps=step_id,
         n_shown=len(shown),
-        history=format_history(shown, step_id, task),
+        history=format_history(shown, step_id, lambda o: format_observation(o, task)),
         step_number=step_id + 1,
         observation=obs,
         available_actions=actions,

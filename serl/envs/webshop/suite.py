@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from serl.envs.base import per_task_type
 from serl.envs.response import ThinkActionFormat
 from serl.envs.webshop.catalog import (
     SIZES,
@@ -369,21 +370,7 @@ class WebshopSuite:
         """``success_rate`` (bought with reward 1.0), ``score`` (mean WebShop task score in [0, 1], 0 for an
         episode that never bought) and both per task type (``<category>/success_rate``, ``<category>/score``).
         Empty input -> {}."""
-        if not trajectories:
-            return {}
-        n = len(trajectories)
-        metrics = {
-            "success_rate": sum(bool(t.won) for t in trajectories) / n,
-            "score": sum(float(t.score) for t in trajectories) / n,
-        }
-        by_type: dict[str, list[Trajectory]] = {}
-        for t in trajectories:
-            by_type.setdefault(t.task_type, []).append(t)
-        for task_type in sorted(by_type):
-            ts = by_type[task_type]
-            metrics[f"{task_type}/success_rate"] = sum(bool(t.won) for t in ts) / len(ts)
-            metrics[f"{task_type}/score"] = sum(float(t.score) for t in ts) / len(ts)
-        return metrics
+        return per_task_type(trajectories, {"success_rate": lambda t: float(t.won), "score": lambda t: float(t.score)})
 
     def describe(self) -> dict[str, Any]:
         """Where the goals come from (for logs and run summaries)."""
