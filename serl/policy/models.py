@@ -38,7 +38,7 @@ SMOLLM2_WEBSHOP_SFT_NAME = "smollm2-135m-webshop-sft"  # warm-started on WebShop
 # Named warm-started models: name -> base model name. The adapter lives in WARMSTART_ADAPTERS_DIR/<name>/.
 WARMSTART_MODELS = {SMOLLM2_SFT_NAME: SMOLLM2_NAME, SMOLLM2_WEBSHOP_SFT_NAME: SMOLLM2_NAME}
 WARMSTART_ADAPTERS_DIR = Path(__file__).resolve().parent / "warmstart_adapters"
-WARMSTART_REGENERATE = "make warmstart"
+WARMSTART_REGENERATE = {SMOLLM2_SFT_NAME: "make warmstart", SMOLLM2_WEBSHOP_SFT_NAME: "make warmstart-webshop"}
 DTYPES = ("float32", "bfloat16")
 DTYPE_CHOICES = ("auto", *DTYPES)  # "auto": bfloat16 where the device computes it natively, else float32
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bfloat16 matmuls on x86
@@ -103,7 +103,7 @@ def warmstart_model_path(
         raise FileNotFoundError(
             f"model {key!r} is {WARMSTART_MODELS[key]!r} + the warm-start LoRA adapter in {adapter}, but that "
             f"folder lacks {' / '.join(f for f in ADAPTER_FILES if not (adapter / f).is_file())}. Regenerate it "
-            f"with `{WARMSTART_REGENERATE}` (supervised warm start on expert demonstrations, scripts/sft.py), "
+            f"with `{WARMSTART_REGENERATE[key]}` (supervised warm start on expert demonstrations, scripts/sft.py), "
             f"or train from the base model with model={WARMSTART_MODELS[key]}"
         )
     base = resolve_model_path(WARMSTART_MODELS[key], cache_dir=cache)
