@@ -84,3 +84,13 @@ def per_task_type(trajectories: Sequence[Trajectory], metrics: Mapping[str, Call
         ts = by_type[task_type]
         out.update({f"{task_type}/{name}": sum(fn(t) for t in ts) / len(ts) for name, fn in metrics.items()})
     return out
+
+
+def reset_game(options: Mapping[str, object] | None) -> object | None:
+    """The ``game`` of a text env's ``reset(options=...)`` (None: draw one from the env's pool); any other
+    option is a ``ValueError`` naming it and the allowed one."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - {"game"})
+    if unknown:
+        raise ValueError(f"unknown reset option(s) {unknown}; allowed: ['game']")
+    return options.get("game")

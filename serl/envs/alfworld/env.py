@@ -42,6 +42,7 @@ from typing import Any, Sequence
 import gymnasium as gym
 from gymnasium import spaces
 
+from serl.envs.base import reset_game
 from serl.envs.alfworld import import_alfworld
 from serl.envs.alfworld.generator import TASK_TYPES
 from serl.envs.alfworld.state import fact_tuples, render_state
@@ -53,7 +54,6 @@ TASK_PREFIX = "Your task is to: "
 CHARSET = frozenset(string.printable)  # letters, digits, punctuation, space, \t \n \r \x0b \x0c
 OBS_MAX_LENGTH = 1 << 16
 ACTION_MAX_LENGTH = 4096
-RESET_OPTIONS = ("game",)
 
 
 def parse_task(intro: str) -> str:
@@ -143,11 +143,7 @@ class AlfworldTextEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(RESET_OPTIONS))
-        if unknown:
-            raise ValueError(f"unknown reset option(s) {unknown}; allowed: {list(RESET_OPTIONS)}")
-        game = options.get("game")
+        game = reset_game(options)
         if game is None:
             n = len(self.games)
             if n == 0:

@@ -66,6 +66,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 from gymnasium import spaces
 
+from serl.envs.base import reset_game
 from serl.envs.webshop.catalog import Catalog, Goal
 from serl.envs.webshop.prompts import SEP, format_observation
 from serl.envs.webshop.reward import TAGGERS, RewardBreakdown, get_reward
@@ -76,7 +77,6 @@ PRODUCT_WINDOW = 10  # §3.4: ten products per results page
 PAGES = ("index", "search_results", "item_page", "item_sub_page", "done")
 SEARCH_PLACEHOLDER = "search[<your query>]"  # §6 format_avail_actions
 OBS_FORMATS = ("raw", "serl")
-RESET_OPTIONS = ("game",)
 GAME_PREFIX = "goal:"
 OBS_MAX_LENGTH = 1 << 20
 ACTION_MAX_LENGTH = 4096
@@ -462,11 +462,7 @@ class WebshopTextEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(RESET_OPTIONS))
-        if unknown:
-            raise ValueError(f"unknown reset option(s) {unknown}; allowed: {list(RESET_OPTIONS)}")
-        game = options.get("game")
+        game = reset_game(options)
         if game is None:
             if len(self.goals) == 0:
                 raise ValueError("this env has no goal pool: pass options={'game': 'goal:<index>'}")
