@@ -134,7 +134,7 @@ def sharp(tiny_path):
     assert model.config.tie_word_embeddings and eos_token_ids(model, tok) == [2]
     with torch.no_grad():
         model.model.norm.weight.mul_(4.0)
-    push_token(model, tok, 2, 6.0)
+    push_token(model, tok, 2, 4.0)  # measured: 16/48 samples stop within 32 tokens at T = 1, 31/48 at T = 0.7
     return model, tok
 
 
@@ -176,7 +176,7 @@ def test_learner_update_then_sync_matches_hf_logprobs(engine, generator, tiny_pa
 def test_behaviour_logprobs_are_hf_tempered_logprobs(generator, sharp, temperature):
     model, tok = sharp
     generator.sync_weights(model)
-    prompts = [chat_prompt_ids(tok, u) for u in USER] * 4
+    prompts = [chat_prompt_ids(tok, u) for u in USER] * 16  # 48 samples: both ends occur whatever the seeds
     seeds = list(range(len(prompts)))
     gens = generator.generate(prompts, max_new_tokens=32, temperature=temperature, top_p=1.0, seeds=seeds)
     assert len(gens) == len(prompts)
@@ -240,8 +240,10 @@ def test_text_of_response_cut_inside_a_character_is_tokenizer_decode(generator, 
     assert g.text == tok.decode(g.ids, skip_special_tokens=True) == "\ufffd" * 3
 
 
-def test_per_prompt_seeds_distinct_ordered_reproducible(engine, generator, base):
-    model, tok = base
+def test_per_prompt_seeds_distinct_ordered_reproducible(engine, generator, tiny_path):
+    model, tok = load_policy(tiny_path)
+    model.eval()
+    push_token(model, tok, 2, -50.0)  # eos never sampled: every sample runs to max_new_tokens, whatever the seeds
     generator.sync_weights(model)
     p, q = chat_prompt_ids(tok, USER[0]), chat_prompt_ids(tok, USER[2])
     prompts = [p, p, q, p]
@@ -251,7 +253,7 @@ def test_per_prompt_seeds_distinct_ordered_reproducible(engine, generator, base)
         return generator.generate(prompts, max_new_tokens=16, temperature=1.0, top_p=1.0, seeds=seeds)
 
     gens = run(7)
-    assert len(gens) == 4 and all(len(g.ids) == 16 for g in gens)  # the tiny model hardly ever stops
+    assert len(gens) == 4 and all(len(g.ids) == 16 for g in gens)
     p_samples = [tuple(gens[i].ids) for i in (0, 1, 3)]
     assert len(set(p_samples)) == 3  # one random stream per sample
     # in order: each sample's log-probs are those of ITS prompt (q's sample sits at index 2)
