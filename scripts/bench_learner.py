@@ -22,7 +22,7 @@ What is measured (default mode)
     ``--repeats`` rounds, the order reversed every other round (A B C D, D C B A, ...) so drift hits all:
 
     * ``serl``: ``Learner.update(batch, lam=0)`` — plain GRPO (λ = 0, no reweighting), the Learner built
-      with the training config's values (conf/train.yaml ``learner.*``, conf/algorithm ``clip_*``,
+      with the training config's values (conf/train.yaml ``learner.*``, conf/algorithm/loss ``clip_*``,
       ``entropy_coef``; ``--mini-batch-size`` / ``--micro-batch-size`` override the batch sizes).
     * ``floor``: the same update written out in bare torch on the same rows and the same micro-batches (as
       the Learner cuts them: within a mini-batch, longest rows first). Per micro-batch (rows padded to the
@@ -127,7 +127,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rows", type=int, default=32, help="step samples in the batch")
     p.add_argument("--micro-batch-size", type=int, default=None, help="default: conf learner.micro_batch_size (4)")
     p.add_argument("--mini-batch-size", type=int, default=None, help="default: conf learner.mini_batch_size (64)")
-    p.add_argument("--entropy-coef", type=float, default=None, help="default: conf algorithm.entropy_coef (0.001)")
+    p.add_argument("--entropy-coef", type=float, default=None, help="default: conf algorithm.loss.entropy_coef (0.001)")
     p.add_argument("--repeats", type=int, default=3, help="timed rounds (after one warm-up call each)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all CPUs of this process)")
     p.add_argument("--seed", type=int, default=0)
@@ -513,9 +513,23 @@ def learner_settings(cfg, args: argparse.Namespace) -> dict[str, Any]:
     settings["betas"] = tuple(settings["betas"])
     for key in ("mini_batch_size", "micro_batch_size"):
         settings[key] = getattr(args, key) or settings[key]
+    loss = OmegaConf.to_container(cfg.algorithm.loss, resolve=True)  # the PPO-clip knobs (conf/algorithm/loss/)
+    settings.update({k: loss[k] for k in LOSS_KNOBS})
     if args.entropy_coef is not None:
         settings["entropy_coef"] = args.entropy_coef
     return settings
+
+
+LOSS_KNOBS = ("clip_low", "clip_high", "clip_c", "entropy_coef")  # in learner_settings: read by the floor too
+
+
+def make_learner(model, ls: dict[str, Any]):
+    """serl's Learner with these settings: the loss knobs go to its PPOClip loss."""
+    from serl.algo.loss import PPOClip
+    from serl.learner import Learner
+
+    rest = {k: v for k, v in ls.items() if k not in LOSS_KNOBS}
+    return Learner(model, **rest, loss=PPOClip(**{k: ls[k] for k in LOSS_KNOBS}))
 
 
 def setup(args: argparse.Namespace, log) -> dict[str, Any]:
@@ -523,7 +537,6 @@ def setup(args: argparse.Namespace, log) -> dict[str, Any]:
     import torch
 
     from serl.batch import action_masks, collate
-    from serl.learner import Learner
     from serl.policy.models import load_policy, resolve_model_path
 
     if args.threads <= 0:
@@ -548,7 +561,7 @@ def setup(args: argparse.Namespace, log) -> dict[str, Any]:
     advantages = torch.randint(0, 2, (len(steps),), generator=g).float() * 2 - 1
     decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731  (serl.build's)
     batch = collate(steps, advantages, action_masks(steps, decode), pad_id)
-    learner = Learner(model, **ls)
+    learner = make_learner(model, ls)
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     p_lens = [len(s.prompt_ids) for s in steps]

@@ -1,4 +1,5 @@
-"""Turn a training step's records into the learner's padded :class:`~serl.types.TrainBatch`.
+"""Turn a training step's records into the estimator's :class:`~serl.types.StepColumns` and the learner's
+padded :class:`~serl.types.TrainBatch`.
 
 Per step sample ``i`` (docs/reference.md §1.4–1.5, §6): the GRPO advantage ``A_i`` is broadcast over every
 response token; the action-token mask comes from the generated ids themselves (docs/design.md §4, fixes §10.9) and marks,
@@ -11,9 +12,43 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from serl.algo.anchors import group_by_observation
 from serl.envs.response import ThinkActionFormat
 from serl.policy.logprobs import pad_prompt_response
-from serl.types import Step, TrainBatch
+from serl.types import Step, StepColumns, TrainBatch, Trajectory
+
+
+def step_columns(trajectories: Sequence[Trajectory]) -> StepColumns:
+    """The step samples of ``trajectories`` as columns, rows in the trainer's order (every trajectory's
+    steps in step order, trajectories in the given order).
+
+    ``anchor_ids``: within each group, the steps' ``state`` (the state the action was taken from; the
+    observation for an env without one) grouped by equality (:func:`serl.algo.anchors.group_by_observation`,
+    the grouping of ``insertion.key=state_change``), offset so that ids of different groups differ.
+    """
+    rows = [(t, s) for t in trajectories for s in t.steps]
+    anchor_of: dict[tuple[int, int, int], int] = {}
+    by_group: dict[int, list[tuple[Trajectory, Step]]] = {}
+    for t, s in rows:
+        by_group.setdefault(t.group_id, []).append((t, s))
+    offset = 0
+    for members in by_group.values():
+        ids = group_by_observation([s.state or s.observation for _, s in members])
+        for (t, s), a in zip(members, ids):
+            anchor_of[(t.group_id, t.traj_id, s.step_id)] = offset + a
+        offset += max(ids) + 1
+    long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
+    return StepColumns(
+        group_ids=long([t.group_id for t, _ in rows]),
+        traj_ids=long([t.traj_id for t, _ in rows]),
+        step_ids=long([s.step_id for _, s in rows]),
+        episode_rewards=torch.tensor([t.episode_reward for t, _ in rows], dtype=torch.float32),
+        step_rewards=torch.tensor([s.reward for _, s in rows], dtype=torch.float32),
+        valid=torch.tensor([s.valid for _, s in rows], dtype=torch.bool),
+        anchor_ids=long([anchor_of[(t.group_id, t.traj_id, s.step_id)] for t, s in rows]),
+        response_lengths=long([len(s.response_ids) for _, s in rows]),
+        truncated=torch.tensor([s.truncated for _, s in rows], dtype=torch.bool),
+    )
 
 
 def action_masks(

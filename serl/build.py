@@ -73,8 +73,9 @@ def _check(cfg: DictConfig, kind: str) -> dict[str, Any]:
 
 def validate(cfg: DictConfig) -> dict[str, Any]:
     """Check a training config (``conf/train.yaml``) before any model loads; return the group options built
-    on the way (``env``, ``decay``, ``feedback``, ``insertion``; ``learner`` and ``teacher`` as partials:
-    ``learner(model)``, ``teacher(model, tokenizer)``). Raises :class:`ConfigError`."""
+    on the way (``env``, ``decay``, ``feedback``, ``insertion``, the algorithm's parts ``algorithm.advantage``,
+    ``algorithm.loss``, ``algorithm.reweight``; ``learner`` and ``teacher`` as partials: ``learner(model, ...)``,
+    ``teacher(model, tokenizer)``). Raises :class:`ConfigError`."""
     return _check(cfg, "train")
 
 
@@ -310,8 +311,11 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path, dist: Any = None):
 
     worker = build_worker(cfg, model, tokenizer, suite, source.path, dist)
     shard_model(model, dist, str(cfg.device), **c["distributed"])  # FSDP2 under torchrun, else a no-op
-    learner = parts["learner"](model, dist=dist)
-    teacher = parts["teacher"](model, tokenizer, dist=dist) if cfg.algorithm.teacher and parts["feedback"].enabled else None
+    reweight = parts["algorithm.reweight"]
+    learner = parts["learner"](model, loss=parts["algorithm.loss"], reweight=reweight, dist=dist)
+    # the one switch for the teacher: a transform that reads it (algorithm/reweight=serl) and feedback to show it
+    uses_teacher = bool(getattr(reweight, "uses_teacher", False)) and parts["feedback"].enabled
+    teacher = parts["teacher"](model, tokenizer, dist=dist) if uses_teacher else None
 
     tags = [cfg.env.name, cfg.feedback.name, cfg.insertion.name, cfg.decay.name, cfg.algorithm.name]
     if dist.is_main:
@@ -321,7 +325,6 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path, dist: Any = None):
         tracker = MultiTracker([])  # rank 0 writes the run's files
     settings = TrainerSettings(
         **{k: c[k] for k in ("steps", "n_tasks", "group_size", "seed", "save_every", "keep_last", "resume", "eval_every")},
-        **{k: c["algorithm"][k] for k in ("advantage", "trajectory_value", "norm_by_std", "invalid_penalty")},
         run_dir=run_dir,
         eval_at_start=c["eval"]["at_start"],
         evaluation=evaluation,
@@ -344,6 +347,7 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path, dist: Any = None):
         feedback=parts["feedback"],
         insertion=parts["insertion"],
         decay=parts["decay"],
+        advantage=parts["algorithm.advantage"],
         tracker=tracker,
         decode=decode,
         pad_id=tokenizer.pad_token_id,

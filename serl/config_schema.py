@@ -42,7 +42,7 @@ from annotated_types import Ge, Gt, Le, Lt, MinLen
 from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, InstanceOf, Strict, TypeAdapter
 from pydantic import ValidationError
 
-from serl.knobs import Count, DualClip, NonNegativeFloat, PrivilegedTemplate, StudentLogprob, UnitFloat
+from serl.knobs import Count, PrivilegedTemplate
 
 __all__ = ["ConfigError", "INT_MAX", "check_config", "SCHEMAS"]
 
@@ -212,20 +212,13 @@ class LoggerSection(Section):
 # ------------------------------------------------------------------------------- training sections
 class AlgorithmSection(Section):
     name: Str
-    teacher: Bool
-    advantage: Literal["cross_step", "trajectory"]
-    trajectory_value: Literal["mean", "first"] = "mean"
+    # the algorithm's parts (conf/algorithm/<part>/): built from their constructors' signatures like any group option
+    advantage: Option
+    loss: Option
+    reweight: Option
     response_format: Literal["serl", "reference"] = "serl"
-    norm_by_std: Bool
-    invalid_penalty: Float(ge=0)
-    # the loss's and the teacher's knobs: conf/train.yaml's `learner` and `teacher` nodes pass them on
-    # (${algorithm.<key>}); their rules are the constructors' (serl.knobs), checked here where they are set
-    clip_low: translate(UnitFloat)
-    clip_high: translate(NonNegativeFloat)
-    clip_c: translate(DualClip)
-    entropy_coef: translate(NonNegativeFloat)
-    weight_clip: translate(NonNegativeFloat)
-    student_logprob: StudentLogprob
+    # the teacher's knobs: conf/train.yaml's `teacher` node passes them on (${algorithm.<key>}); their rules are
+    # the constructor's (serl.knobs), checked here where they are set
     teacher_sync_interval: translate(Count)
     teacher_max_prompt_tokens: translate(Count)
     privileged_template: translate(PrivilegedTemplate)
@@ -751,13 +744,25 @@ def check_config(kind: str, data: dict, origin: Origin | None = None) -> dict[st
         parsed = schema.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_one_line(_format_error(schema, e.errors()[0], data, origin))) from None
-    built = {}
+    built = _build_options(schema, data, "", origin)
+    _CROSS[kind](parsed, data)
+    return built
+
+
+def _build_options(schema: type, data: dict, prefix: str, origin: Origin | None) -> dict[str, Any]:
+    """Build every group option of ``schema`` in ``data``, also those inside its sections (``algorithm.loss``);
+    keyed by dotted path. The label of a nested one is its Hydra group, ``algorithm/loss=<its _target_>``."""
+    built: dict[str, Any] = {}
     for group, field in schema.model_fields.items():
+        path = f"{prefix}{group}"
         if any(isinstance(m, _OptionMarker) for m in field.metadata):
             node = data[group]
             if not _is_option(node):
-                raise ConfigError(f"{group} is invalid: must be a group option (a mapping with _target_)")
-            name = node.get("name")
-            built[group] = build_option(node, group, f"{group}={name}" if isinstance(name, str) and name else group, origin)
-    _CROSS[kind](parsed, data)
+                raise ConfigError(f"{path} is invalid: must be a group option (a mapping with _target_)")
+            target = node.get("_target_")
+            name = node.get("name") or (target.rsplit(".", 1)[-1] if prefix and isinstance(target, str) else None)
+            label = f"{path.replace('.', '/')}={name}" if isinstance(name, str) and name else path
+            built[path] = build_option(node, path, label, origin)
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, Section) and isinstance(data.get(group), dict):
+            built.update(_build_options(field.annotation, data[group], f"{path}.", origin))
     return built

@@ -1,14 +1,15 @@
-"""The GRPO learner with SERL's action-token reweighting (docs/reference.md §1.6, §5.2).
+"""The policy learner: the algorithm's advantage transform and policy loss on mini-batches (docs/reference.md §1.6, §5.2).
 
 One ``update(batch, lam)`` call = one training step's policy update: ``ppo_epochs`` passes over the batch
 in mini-batches of ``mini_batch_size`` step samples, one AdamW step per mini-batch (grad-norm clipped),
 each mini-batch accumulated over micro-batches of ``micro_batch_size``. Per micro-batch:
 
 1. current log-probs (and entropy) of the response tokens, with gradients;
-2. ``Ã`` = the SERL reweight of the GRPO advantage on action tokens of rows with context (§5.2) when
-   ``lam > 0``; the student log-prob in the gap is the behaviour log-prob (serl default) or the current
-   one (``student_logprob="current"``, the reference, §10.6);
-3. the dual-clip PPO loss with token-mean aggregation and the entropy bonus (§1.6).
+2. the advantages through ``reweight`` (``algorithm.reweight``): SERL's ``Ã``, the reweighted advantage on
+   action tokens of rows with context while ``lam > 0`` (§5.2, :class:`serl.algo.reweight.SerlReweight`), or
+   the identity (``algorithm=grpo``);
+3. ``loss`` (``algorithm.loss``): by default the dual-clip PPO loss with token-mean aggregation and the
+   entropy bonus (§1.6, :class:`serl.algo.loss.PPOClip`).
 
 Micro-batch losses are token-means over the micro-batch, scaled by the micro-batch's share of the
 mini-batch's rows (the reference's gradient-accumulation scaling). Within a mini-batch, rows are cut into
@@ -26,23 +27,31 @@ merged over the ranks.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import get_args
+from typing import Callable
 
 import torch
 
-from serl.algo.loss import ppo_clip_loss
-from serl.algo.reweight import serl_reweight
+from serl.algo.loss import PPOClip
+from serl.algo.reweight import SerlReweight
 from serl.distributed import SINGLE, Dist, full_tensor
-from serl.knobs import Count, DualClip, NonNegativeFloat, PositiveFloat, StudentLogprob, UnitFloat
+from serl.knobs import Count, NonNegativeFloat, PositiveFloat, UnitFloat
 from serl.policy.logprobs import response_logprobs
-from serl.types import TrainBatch
+from serl.types import LossInputs, TrainBatch
 
-STUDENT_LOGPROB_CHOICES = get_args(StudentLogprob)
+#: a policy loss (``algorithm.loss``): a micro-batch's inputs -> (scalar loss with gradient, metrics)
+PolicyLoss = Callable[[LossInputs], tuple[torch.Tensor, dict[str, float]]]
+#: an advantage transform (``algorithm.reweight``): the inputs -> (the advantages the loss sees [N, T], metrics)
+Reweight = Callable[[LossInputs], tuple[torch.Tensor, dict[str, float]]]
 
 
 class Learner:
-    """Built from the ``learner`` node of conf/train.yaml (``_partial_``, completed with the policy by
-    serl.build); the hints are the knobs' rules, checked before any model loads (:mod:`serl.knobs`)."""
+    """Built from the ``learner`` node of conf/train.yaml (``_partial_``, completed with the policy, the
+    algorithm's loss and reweighting by serl.build); the hints are the knobs' rules, checked before any model
+    loads (:mod:`serl.knobs`).
+
+    ``loss`` (``algorithm.loss``) maps a micro-batch's :class:`~serl.types.LossInputs` to ``(loss, stats)``;
+    token entropies are computed when it has ``uses_entropy`` true. ``reweight`` (``algorithm.reweight``)
+    maps the same inputs to the advantages the loss sees and its metrics (SERL's, or the identity)."""
 
     def __init__(
         self,
@@ -54,17 +63,11 @@ class Learner:
         mini_batch_size: Count = 256,
         micro_batch_size: Count = 32,
         ppo_epochs: Count = 1,
-        clip_low: UnitFloat = 0.2,
-        clip_high: NonNegativeFloat = 0.2,
-        clip_c: DualClip = 3.0,
-        entropy_coef: NonNegativeFloat = 0.001,
-        weight_clip: NonNegativeFloat = 0.2,
         temperature: PositiveFloat = 1.0,
-        student_logprob: StudentLogprob = "old",
+        loss: PolicyLoss = PPOClip(),
+        reweight: Reweight = SerlReweight(),
         dist: Dist = SINGLE,
     ):
-        if student_logprob not in STUDENT_LOGPROB_CHOICES:
-            raise ValueError(f"student_logprob={student_logprob!r} is not one of {STUDENT_LOGPROB_CHOICES}")
         self.model = model
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
@@ -73,17 +76,15 @@ class Learner:
         self.mini_batch_size = mini_batch_size
         self.micro_batch_size = micro_batch_size
         self.ppo_epochs = ppo_epochs
-        self.clip = dict(clip_low=clip_low, clip_high=clip_high, clip_c=clip_c)
-        self.entropy_coef = entropy_coef
-        self.weight_clip = weight_clip
+        self.loss = loss
+        self.reweight = reweight
         self.temperature = temperature
-        self.student_logprob = student_logprob
         self.dist = dist  # the ranks the micro-batches are dealt to (serl.distributed)
 
     def micro_loss(self, micro: TrainBatch, lam: float) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of one micro-batch (differentiable) and its metrics."""
         device = next(self.model.parameters()).device
-        want_entropy = self.entropy_coef > 0
+        want_entropy = bool(getattr(self.loss, "uses_entropy", False))
         out = response_logprobs(
             self.model,
             micro.input_ids.to(device),
@@ -98,30 +99,20 @@ class Learner:
         logprobs = logprobs.float().cpu() if device.type != "cpu" else logprobs.float()
         if entropy is not None and device.type != "cpu":
             entropy = entropy.float().cpu()
-        stats: dict[str, float] = {}
-        advantages = micro.advantages
-        if lam > 0 and bool(micro.has_context.any()):
-            student = micro.old_logprobs if self.student_logprob == "old" else logprobs.detach()
-            advantages, rw = serl_reweight(
-                advantages,
-                student,
-                micro.teacher_logprobs,
-                micro.response_mask,
-                micro.action_mask,
-                micro.has_context,
-                lam=lam,
-                weight_clip=self.weight_clip,
-            )
-            stats.update({f"serl_action_mask/{k}": v for k, v in rw.items()})
-        loss, pg = ppo_clip_loss(
-            logprobs,
-            micro.old_logprobs,
-            advantages,
-            micro.response_mask,
+        x = LossInputs(
+            logprobs=logprobs,
+            old_logprobs=micro.old_logprobs,
+            advantages=micro.advantages,
+            response_mask=micro.response_mask,
+            action_mask=micro.action_mask,
+            teacher_logprobs=micro.teacher_logprobs,
+            has_context=micro.has_context,
             entropy=entropy,
-            entropy_coef=self.entropy_coef,
-            **self.clip,
+            lam=float(lam),
         )
+        x.advantages, rw = self.reweight(x)  # §5.2 (SERL), or the identity
+        stats = {f"serl_action_mask/{k}": v for k, v in rw.items()}
+        loss, pg = self.loss(x)
         stats.update({f"actor/{k}": v for k, v in pg.items()})
         stats["actor/loss"] = float(loss.detach())
         return loss, stats

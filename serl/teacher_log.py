@@ -10,7 +10,7 @@ the reference leaves implicit: per action token the student and teacher log-prob
 that scales the GRPO advantage.
 
 Weights come from :func:`serl.algo.reweight.token_weights` (the §5.2 formula) on the behaviour (old) log-probs. With
-``algorithm.student_logprob=old`` (serl's default) they are exactly the weights the learner used. With
+``algorithm.reweight.student_logprob=old`` (serl's default) they are exactly the weights the learner used. With
 ``current`` (the reference's choice, §10.6) the learner recomputes them per micro-batch from the current
 policy; the logged weights then equal those of the first mini-batch (the policy before any optimizer step
 of the training step, up to the numerical gap between the rollout and training forwards), not of later

@@ -34,8 +34,7 @@ from typing import Any, Callable
 
 import torch
 
-from serl.algo.advantages import grpo_advantages, step_scores, trajectory_grpo_advantages
-from serl.batch import action_masks, collate
+from serl.batch import action_masks, collate, step_columns
 from serl.checkpoint import assert_finite, check_writable, checkpoint_path, restore_training_state, save_training_state
 from serl.distributed import SINGLE, Dist, local_tensor, merge_counts
 from serl.envs.base import EnvSuite
@@ -68,9 +67,7 @@ from serl.teacher_log import (
     write_records,
 )
 from serl.tracking import Tracker, atomic_write_text
-from serl.types import Step, TeacherContext, TrainBatch, Trajectory
-
-ADVANTAGE_CHOICES = ("cross_step", "trajectory")
+from serl.types import Step, StepColumns, TeacherContext, TrainBatch, Trajectory
 
 
 @dataclass
@@ -82,10 +79,6 @@ class TrainerSettings:
     run_dir: Path = Path("outputs/run")
     save_every: int = 1  # checkpoint every N steps (0: only at the end)
     keep_last: int = 1  # step checkpoints kept on disk (the newest N)
-    advantage: str = "cross_step"  # cross_step (reference §1.5) | trajectory
-    trajectory_value: str = "mean"  # advantage=trajectory: a trajectory's value, mean | first (reference)
-    norm_by_std: bool = True
-    invalid_penalty: float = 0.1
     resume: str | None = None
     eval_every: int = 0  # evaluate every N training steps and after the last one (0: never)
     eval_at_start: bool = False  # with eval_every > 0: also evaluate the initial policy (logged at step 0)
@@ -105,13 +98,12 @@ class Trainer:
         feedback: FeedbackSource,
         insertion: Insertion,
         decay: Callable[[int], float],
+        advantage: Callable[[StepColumns], torch.Tensor],
         tracker: Tracker,
         decode: Callable[[Sequence[int]], str],
         pad_id: int,
         dist: Dist = SINGLE,
     ):
-        if settings.advantage not in ADVANTAGE_CHOICES:
-            raise ValueError(f"advantage={settings.advantage!r} is not one of {ADVANTAGE_CHOICES}")
         if settings.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0 (0: never), got {settings.eval_every}")
         if settings.eval_every > 0 and settings.evaluation is None:
@@ -126,6 +118,7 @@ class Trainer:
         self.feedback = feedback
         self.insertion = insertion
         self.decay = decay
+        self.advantage = advantage  # the algorithm's estimator: step columns -> [N] advantages (serl/algo/)
         self.tracker = tracker
         self.decode = decode
         self.pad_id = pad_id
@@ -177,19 +170,6 @@ class Trainer:
     def _lambda(self, u: int) -> float:
         """λ of training step ``u`` (§5.1); 0 without a teacher."""
         return float(self.decay(u)) if self.teacher is not None else 0.0
-
-    def _advantages(self, steps: list[Step], owners: list[Trajectory]) -> torch.Tensor:
-        """§1.4–1.5: episode reward on every step, invalid penalty, group-relative normalisation."""
-        rewards = torch.tensor([t.episode_reward for t in owners], dtype=torch.float32)
-        valid = torch.tensor([s.valid for s in steps], dtype=torch.bool)
-        scores = step_scores(rewards, valid, invalid_penalty=self.s.invalid_penalty)
-        groups = torch.tensor([t.group_id for t in owners], dtype=torch.long)
-        if self.s.advantage == "cross_step":
-            return grpo_advantages(scores, groups, norm_by_std=self.s.norm_by_std)
-        trajs = torch.tensor([t.group_id * self.s.group_size + t.traj_id for t in owners], dtype=torch.long)
-        return trajectory_grpo_advantages(
-            scores, groups, trajs, norm_by_std=self.s.norm_by_std, traj_value=self.s.trajectory_value
-        )
 
     def _contexts(self, trajectories: list[Trajectory]) -> list[TeacherContext]:
         """Insertion + feedback for every step, flattened in the same order as the steps of ``trajectories``."""
@@ -294,8 +274,8 @@ class Trainer:
         steps = [s for t in trajectories for s in t.steps]
         owners = [t for t in trajectories for _ in t.steps]
 
-        # 2. reward & advantage (§1.4-1.5); the executable action tokens of each response (§6)
-        advantages = self._advantages(steps, owners)
+        # 2. reward & advantage (GRPO: §1.4-1.5; any estimator of algorithm.advantage); the action tokens (§6)
+        advantages = self.advantage(step_columns(trajectories))
         masks = action_masks(steps, self.decode, self.suite.response_format)
 
         # 3-5. insertion + feedback -> teacher log-probs on the action tokens, while λ > 0 (§2-§4)
@@ -373,7 +353,7 @@ class Trainer:
             records = build_records(
                 step=self.step,
                 lam=lam,
-                weight_clip=self.learner.weight_clip,
+                weight_clip=self.learner.reweight.weight_clip,
                 batch=batch,
                 advantages=advantages.tolist(),
                 steps=steps,

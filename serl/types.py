@@ -45,6 +45,7 @@ class Step:
     state: str = ""
     next_state: str = ""
     noop: bool = False
+    truncated: bool = False  # the response was cut by max_new_tokens before an eos (finish_reason "length")
 
 
 @dataclass
@@ -138,3 +139,46 @@ class TrainBatch:
     def select(self, index: torch.Tensor | slice) -> "TrainBatch":
         """Rows ``index`` of every tensor (micro-batching)."""
         return TrainBatch(**{k: getattr(self, k)[index] for k in self.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class StepColumns:
+    """One training step's samples as columns, one row per step sample, in the trainer's order ``[N]``:
+    what an advantage estimator reads (``algorithm.advantage``, serl/algo/; built by
+    :func:`serl.batch.step_columns`).
+
+    A trajectory is the pair ``(group_ids, traj_ids)``; its rows are in step order. ``anchor_ids`` label the
+    state a step was taken from within its group: two rows of one group with equal ids started from the same
+    env state (``Step.state``, grouped exactly like ``insertion.key=state_change``), so a state met twice in one
+    trajectory is one anchor too; ids of different groups never coincide.
+    """
+
+    group_ids: torch.Tensor  # [N] long, GRPO group (the group_size rollouts of one game)
+    traj_ids: torch.Tensor  # [N] long, trajectory within its group
+    step_ids: torch.Tensor  # [N] long, 0-based turn within its trajectory
+    episode_rewards: torch.Tensor  # [N] float, outcome reward of the row's trajectory (10·won in ALFWorld)
+    step_rewards: torch.Tensor  # [N] float, the env reward received on this step
+    valid: torch.Tensor  # [N] bool, format validity of the response (docs/reference.md §8.3)
+    anchor_ids: torch.Tensor  # [N] long, same id = same group and same state before the step
+    response_lengths: torch.Tensor  # [N] long, sampled response tokens
+    truncated: torch.Tensor  # [N] bool, the response was cut by max_new_tokens (no eos)
+
+    def __len__(self) -> int:
+        return self.group_ids.shape[0]
+
+
+@dataclass
+class LossInputs:
+    """Per-token tensors of one micro-batch, ``[N, T]`` over the response tokens: what a policy loss reads
+    (``algorithm.loss``, serl/algo/). ``advantages`` are the estimator's, broadcast over each response and
+    already passed through the algorithm's reweighting (``algorithm.reweight``)."""
+
+    logprobs: torch.Tensor  # [N, T] current-policy log-probs of the sampled tokens (carries the gradient)
+    old_logprobs: torch.Tensor  # [N, T] behaviour log-probs
+    advantages: torch.Tensor  # [N, T] per-token advantages (constants)
+    response_mask: torch.Tensor  # [N, T] float, 1 = sampled response token
+    action_mask: torch.Tensor  # [N, T] float, 1 = executable action token (docs/reference.md §6)
+    teacher_logprobs: torch.Tensor  # [N, T] the teacher's log-probs of the same tokens; 0 where no context
+    has_context: torch.Tensor  # [N] bool, the row's teacher saw a privileged context
+    entropy: torch.Tensor | None = None  # [N, T] token entropies, when the loss asks for them (uses_entropy)
+    lam: float = 0.0  # the teacher mixing coefficient λ of this step (docs/reference.md §5.1)

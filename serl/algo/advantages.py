@@ -11,6 +11,8 @@ Functions
 * :func:`grpo_advantages` — the reference's *cross-step* normalisation (§1.5, the default, docs/design.md §4):
   mean and unbiased std over **all step samples** of the group, so long (usually failed) trajectories
   weigh more. A group with one sample gets ``mu=0, sd=1``.
+* :class:`GRPO` — the estimator the ``algorithm.advantage`` node builds (conf/algorithm/advantage/grpo.yaml):
+  step scores, then one of the two normalisations below, over a :class:`~serl.types.StepColumns` batch.
 * :func:`trajectory_grpo_advantages` — the trajectory-level option (§10.1, docs/design.md §4): the group statistics
   are computed over **one value per trajectory**, so every trajectory counts once regardless of its length;
   each step still keeps its own score, ``A_i = (s_i - mu)/(sd+eps)``. The value is the trajectory's mean step
@@ -45,14 +47,20 @@ Deviations from the reference
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-__all__ = ["step_scores", "grpo_advantages", "trajectory_grpo_advantages", "TRAJ_VALUES"]
+from serl.types import StepColumns
+
+__all__ = ["step_scores", "grpo_advantages", "trajectory_grpo_advantages", "GRPO", "TRAJ_VALUES", "LEVELS"]
 
 #: value of a trajectory in :func:`trajectory_grpo_advantages` (module docstring).
 TRAJ_VALUES = ("mean", "first")
+#: where :class:`GRPO` takes its group statistics: over every step sample, or one value per trajectory.
+LEVELS = ("cross_step", "trajectory")
 
 
 def _check_1d(name: str, x: Tensor, n: int | None = None) -> None:
@@ -208,3 +216,34 @@ def trajectory_grpo_advantages(
     traj_group = uniq_pairs[:, 0]
     adv = _group_normalise(values, traj_group, s64, group, eps, norm_by_std)
     return adv.to(device=scores.device, dtype=out_dtype)
+
+
+@dataclass(frozen=True)
+class GRPO:
+    """Multi-turn GRPO's advantage (docs/reference.md §1.4–1.5): ``s_i = R(traj(i)) − penalty·[invalid]``,
+    normalised within each group at ``level`` (``cross_step``: :func:`grpo_advantages`; ``trajectory``:
+    :func:`trajectory_grpo_advantages` with ``trajectory_value``). Called on a step batch's
+    :class:`~serl.types.StepColumns`, returns ``[N]`` advantages, one per step sample."""
+
+    level: Literal["cross_step", "trajectory"] = "cross_step"
+    trajectory_value: Literal["mean", "first"] = "mean"
+    norm_by_std: bool = True
+    invalid_penalty: float = 0.1
+    eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise ValueError(f"level={self.level!r} is not one of {', '.join(LEVELS)}")
+        if self.trajectory_value not in TRAJ_VALUES:
+            raise ValueError(f"trajectory_value={self.trajectory_value!r} is not one of {', '.join(TRAJ_VALUES)}")
+        if not (isinstance(self.invalid_penalty, (int, float)) and math.isfinite(self.invalid_penalty) and self.invalid_penalty >= 0):
+            raise ValueError(f"invalid_penalty must be a finite float >= 0, got {self.invalid_penalty!r}")
+        _check_eps(self.eps)
+
+    def __call__(self, cols: StepColumns) -> Tensor:
+        scores = step_scores(cols.episode_rewards, cols.valid, invalid_penalty=self.invalid_penalty)  # §1.4
+        if self.level == "cross_step":  # §1.5
+            return grpo_advantages(scores, cols.group_ids, eps=self.eps, norm_by_std=self.norm_by_std)
+        return trajectory_grpo_advantages(
+            scores, cols.group_ids, cols.traj_ids, eps=self.eps, norm_by_std=self.norm_by_std, traj_value=self.trajectory_value
+        )

@@ -35,11 +35,14 @@ Deviations from the reference
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-__all__ = ["masked_mean", "sft_nll", "token_entropy", "ppo_clip_loss", "LOG_RATIO_CLAMP"]
+from serl.types import LossInputs
+
+__all__ = ["masked_mean", "sft_nll", "token_entropy", "ppo_clip_loss", "PPOClip", "LOG_RATIO_CLAMP"]
 
 LOG_RATIO_CLAMP = 20.0
 
@@ -120,6 +123,18 @@ def entropy_from_logprobs(logp: Tensor) -> Tensor:
     return -(p * torch.where(p > 0, logp, torch.zeros_like(logp))).sum(dim=-1)
 
 
+def check_clip_knobs(clip_low: float, clip_high: float, clip_c: float, entropy_coef: float) -> None:
+    """ValueError naming the first knob of :func:`ppo_clip_loss` outside its range."""
+    if not (isinstance(clip_low, (int, float)) and 0.0 <= clip_low <= 1.0):
+        raise ValueError(f"clip_low must be a float in [0, 1], got {clip_low!r}")
+    if not (isinstance(clip_high, (int, float)) and math.isfinite(clip_high) and clip_high >= 0.0):
+        raise ValueError(f"clip_high must be a finite float >= 0, got {clip_high!r}")
+    if not (isinstance(clip_c, (int, float)) and math.isfinite(clip_c) and clip_c > 1.0):
+        raise ValueError(f"clip_c must be a finite float > 1, got {clip_c!r}")
+    if not (isinstance(entropy_coef, (int, float)) and math.isfinite(entropy_coef) and entropy_coef >= 0.0):
+        raise ValueError(f"entropy_coef must be a finite float >= 0, got {entropy_coef!r}")
+
+
 def ppo_clip_loss(
     logprobs: Tensor,
     old_logprobs: Tensor,
@@ -159,14 +174,7 @@ def ppo_clip_loss(
     _check_same_shape("response_mask", response_mask, shape, "logprobs")
     if entropy is not None:
         _check_same_shape("entropy", entropy, shape, "logprobs")
-    if not (isinstance(clip_low, (int, float)) and 0.0 <= clip_low <= 1.0):
-        raise ValueError(f"clip_low must be a float in [0, 1], got {clip_low!r}")
-    if not (isinstance(clip_high, (int, float)) and math.isfinite(clip_high) and clip_high >= 0.0):
-        raise ValueError(f"clip_high must be a finite float >= 0, got {clip_high!r}")
-    if not (isinstance(clip_c, (int, float)) and math.isfinite(clip_c) and clip_c > 1.0):
-        raise ValueError(f"clip_c must be a finite float > 1, got {clip_c!r}")
-    if not (isinstance(entropy_coef, (int, float)) and math.isfinite(entropy_coef) and entropy_coef >= 0.0):
-        raise ValueError(f"entropy_coef must be a finite float >= 0, got {entropy_coef!r}")
+    check_clip_knobs(clip_low, clip_high, clip_c, entropy_coef)
 
     mask = response_mask.bool()
     # padding may hold anything (inf/NaN): neutralise it so neither the loss nor the gradient sees it
@@ -204,3 +212,37 @@ def ppo_clip_loss(
         "entropy": float(entropy_mean.detach().item()) if entropy_mean is not None else 0.0,
     }
     return loss, stats
+
+
+@dataclass(frozen=True)
+class PPOClip:
+    """The dual-clip PPO loss of :func:`ppo_clip_loss` as a policy loss (the ``algorithm.loss`` node,
+    conf/algorithm/loss/ppo_clip.yaml): called on a micro-batch's :class:`~serl.types.LossInputs`, returns
+    ``(loss, stats)``. ``uses_entropy`` tells the learner to compute token entropies for the bonus."""
+
+    clip_low: float = 0.2  # ε_low ∈ [0, 1)
+    clip_high: float = 0.2  # ε_high >= 0
+    clip_c: float = 3.0  # dual-clip bound > 1
+    entropy_coef: float = 0.001  # >= 0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.clip_low, (int, float)) and 0.0 <= self.clip_low < 1.0):  # 1 would allow ratio 0
+            raise ValueError(f"clip_low must be a float in [0, 1), got {self.clip_low!r}")
+        check_clip_knobs(self.clip_low, self.clip_high, self.clip_c, self.entropy_coef)
+
+    @property
+    def uses_entropy(self) -> bool:
+        return self.entropy_coef > 0
+
+    def __call__(self, x: LossInputs) -> tuple[Tensor, dict[str, float]]:
+        return ppo_clip_loss(
+            x.logprobs,
+            x.old_logprobs,
+            x.advantages,
+            x.response_mask,
+            clip_low=self.clip_low,
+            clip_high=self.clip_high,
+            clip_c=self.clip_c,
+            entropy=x.entropy,
+            entropy_coef=self.entropy_coef,
+        )

@@ -30,11 +30,15 @@ Deviations from the reference
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-__all__ = ["serl_reweight", "token_weights", "U_CLAMP", "CLIP_TOL"]
+from serl.types import LossInputs
+
+__all__ = ["serl_reweight", "token_weights", "SerlReweight", "NoReweight", "U_CLAMP", "CLIP_TOL"]
 
 U_CLAMP = 20.0  # §5.2: u = clamp(sign(A)·Δ, −20, 20)
 CLIP_TOL = 1e-6  # §5.3: w "at a bound" within ±1e-6
@@ -157,3 +161,44 @@ def serl_reweight(
     stats["lambda"] = lam
     stats["empty_target"] = 1.0 if n_sel == 0 else 0.0
     return new_adv, stats
+
+
+@dataclass(frozen=True)
+class SerlReweight:
+    """SERL's reweighting as a transform of any estimator's per-token advantages (the ``algorithm.reweight``
+    node, conf/algorithm/reweight/serl.yaml): :func:`serl_reweight` on a micro-batch's
+    :class:`~serl.types.LossInputs` at its λ. ``student_logprob`` picks ℓS in the gap: ``old`` (the behaviour
+    log-prob, serl) or ``current`` (the learner's, the reference, docs/reference.md §10.6).
+    ``uses_teacher``: the trainer runs the teacher for it (when the feedback source is on)."""
+
+    weight_clip: float = 0.2  # c: w clipped to [1 − c, 1 + c] (§5.2)
+    student_logprob: Literal["old", "current"] = "old"
+    uses_teacher = True
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.weight_clip, (int, float)) and math.isfinite(self.weight_clip) and self.weight_clip >= 0):
+            raise ValueError(f"weight_clip must be a finite float >= 0, got {self.weight_clip!r}")
+        if self.student_logprob not in ("old", "current"):
+            raise ValueError(f"student_logprob={self.student_logprob!r} is not one of old, current")
+
+    def __call__(self, x: LossInputs) -> tuple[Tensor, dict[str, float]]:
+        """``(Ã [N, T], §5.3 metrics)``; ``x.advantages`` unchanged (times the response mask) while λ = 0 or no
+        row has a context."""
+        if x.lam <= 0 or not bool(x.has_context.any()):
+            return x.advantages, {}
+        student = x.old_logprobs if self.student_logprob == "old" else x.logprobs.detach()
+        return serl_reweight(
+            x.advantages, student, x.teacher_logprobs, x.response_mask, x.action_mask, x.has_context,
+            lam=x.lam, weight_clip=self.weight_clip,
+        )
+
+
+@dataclass(frozen=True)
+class NoReweight:
+    """The identity transform (conf/algorithm/reweight/none.yaml): the estimator's advantages as they are, and
+    no teacher. ``algorithm=grpo`` is SERL with this transform."""
+
+    uses_teacher = False
+
+    def __call__(self, x: LossInputs) -> tuple[Tensor, dict[str, float]]:
+        return x.advantages, {}

@@ -325,6 +325,7 @@ class RolloutWorker:
                 state=e.state,
                 next_state=next_state,
                 noop=bool(info.get("noop", False)),
+                truncated=g.finish_reason == "length",
             )
         )
         e.traj.won = bool(info.get("won", False))

@@ -19,6 +19,8 @@ import copy
 import pytest
 import torch
 
+from serl.algo.loss import PPOClip
+from serl.algo.reweight import SerlReweight
 from serl.learner import Learner
 from serl.policy.models import load_policy, resolve_model_path
 from serl.rollout.hf import HFGenerator
@@ -92,7 +94,7 @@ def test_teacher_scores_on_cuda_match_cpu(pair):
 def test_learner_update_on_cuda_matches_cpu(pair):
     cpu, gpu, tok = pair
     batch = _fixed_batch(tok.vocab_size, tok.pad_token_id)
-    settings = dict(lr=1e-3, mini_batch_size=4, micro_batch_size=2, entropy_coef=0.001, weight_clip=0.2)
+    settings = dict(lr=1e-3, mini_batch_size=4, micro_batch_size=2, loss=PPOClip(entropy_coef=0.001), reweight=SerlReweight(0.2))
     m_cpu = Learner(cpu, **settings).update(batch, lam=0.5)
     m_gpu = Learner(gpu, **settings).update(batch, lam=0.5)
     initial = load_policy(resolve_model_path("tiny"))[0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from serl.algo.loss import ppo_clip_loss
+from serl.algo.loss import PPOClip, ppo_clip_loss
 from serl.learner import Learner
 from serl.policy.logprobs import pad_prompt_response, response_logprobs
 from serl.policy.models import load_policy, resolve_model_path
@@ -41,7 +41,7 @@ def test_lambda_zero_equals_no_context_equals_plain_grpo_loss():
     model, tok = load_policy(resolve_model_path("tiny"))
     torch.manual_seed(0)
     batch = _fixed_batch(tok.vocab_size, tok.pad_token_id)
-    learner = Learner(model, entropy_coef=0.001)
+    learner = Learner(model, loss=PPOClip(entropy_coef=0.001))
 
     loss_lambda0, _ = learner.micro_loss(batch, lam=0.0)
     no_ctx = TrainBatch(**{**batch.__dict__, "has_context": torch.zeros(4, dtype=torch.bool)})

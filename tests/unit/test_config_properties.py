@@ -49,11 +49,10 @@ GROUPS = {  # the groups each primary config composes (its defaults list)
 ZERO_OK = {
     "seed", "save_every", "eval_every", "torch_threads", "eval.seed", "eval.temperature", "temperature",
     "teacher_log.every", "teacher_log.max_chars", "env_workers.processes", "env_workers.retries", "env.seed",
-    "env.history_length", "algorithm.invalid_penalty", "algorithm.clip_low", "algorithm.clip_high",
-    "algorithm.entropy_coef", "algorithm.weight_clip", "learner.weight_decay", "feedback.max_steps",
+    "env.history_length", "algorithm.advantage.invalid_penalty", "algorithm.loss.clip_low", "algorithm.loss.clip_high",
+    "algorithm.loss.entropy_coef", "algorithm.reweight.weight_clip", "learner.weight_decay", "feedback.max_steps",
     "feedback.temperature", "feedback.retries", "decay.lambda0", "decay.factor", "decay.horizon@linear",
     "model.lora.lora_dropout", "lora.lora_dropout", "max_detours", "weight_decay",
-    "learner.clip_low", "learner.clip_high", "learner.entropy_coef", "learner.weight_clip",  # = the algorithm's
     *(f"{g}.response_format.fallback_chars" for g in ("env", "feedback", "insertion")),  # the env's response format
 }
 NULL_OK = {  # null is documented-legal
@@ -70,11 +69,11 @@ KIND = {  # keys whose YAML default is an integer but which take any number
     "feedback.timeout": "float", "model.lora.lora_alpha": "float", "lora.lora_alpha": "float",
 }
 AT_MOST_ONE = {  # ranges that end at 1 (1.5 and 1e20 are wrong)
-    "rollout.top_p", "rollout.gpu_memory_utilization", "algorithm.clip_low", "learner.clip_low", "decay.lambda0", "decay.factor",
+    "rollout.top_p", "rollout.gpu_memory_utilization", "algorithm.loss.clip_low", "decay.lambda0", "decay.factor",
     "insertion.similarity", "model.lora.lora_dropout", "lora.lora_dropout",
 }
-BELOW_ONE = {"algorithm.clip_low", "learner.clip_low", "insertion.similarity", "model.lora.lora_dropout", "lora.lora_dropout"}  # 1 is wrong
-ABOVE_ONE = {"algorithm.clip_c", "learner.clip_c"}  # dual-clip bound > 1
+BELOW_ONE = {"algorithm.loss.clip_low", "insertion.similarity", "model.lora.lora_dropout", "lora.lora_dropout"}  # 1 is wrong
+ABOVE_ONE = {"algorithm.loss.clip_c"}  # dual-clip bound > 1
 MIN_TWO = {"group_size"}  # GRPO needs >= 2 rollouts per group
 FREE_STR = {  # any non-empty string is legal (names, labels, paths, model ids)
     "run_name", "model.name", "model.path", "logger.name", "logger.project", "logger.entity", "logger.group", "algorithm.name",

@@ -41,13 +41,13 @@ def _error(check, cfg) -> str:
         ("learner.lr=''", "learner: lr must be a finite number > 0, got '' (key: learner.lr)"),
         ("learner.lr=inf", "learner: lr must be a finite number > 0, got inf"),
         ("learner.grad_clip=inf", "learner: grad_clip must be a finite number > 0, got inf"),
-        ("algorithm.clip_high=inf", "algorithm.clip_high=inf is invalid"),
-        ("algorithm.entropy_coef=inf", "algorithm.entropy_coef=inf is invalid"),
+        ("algorithm.loss.clip_high=inf", "algorithm/loss=PPOClip: clip_high must be a finite number, got inf (key: algorithm.loss.clip_high)"),
+        ("algorithm.loss.entropy_coef=inf", "entropy_coef must be a finite number, got inf (key: algorithm.loss.entropy_coef)"),
         ("rollout.temperature=inf", "rollout.temperature=inf is invalid"),
         ("eval.temperature=inf", "eval.temperature=inf is invalid"),
         ("eval.at_start=maybe", "eval.at_start='maybe' is invalid: must be true or false"),
         ("eval.at_start=2", "eval.at_start=2 is invalid: must be true or false"),
-        ("algorithm.teacher=1", "algorithm.teacher=1 is invalid: must be true or false"),
+        ("algorithm.advantage.norm_by_std=1", "algorithm/advantage=GRPO: norm_by_std must be true or false, got 1"),
         ("learner.betas=abc", "learner: betas must be a list of 2 items (each a finite number in [0, 1)), got 'abc'"),
         ("learner.betas=[0.9]", "learner: betas must be a list of 2 items"),
         ("learner.betas=[0.9,0.99,0.5]", "got [0.9, 0.99, 0.5] (key: learner.betas)"),
@@ -164,7 +164,8 @@ def test_documented_train_commands_validate(overrides, monkeypatch):
     cfg = compose_cfg(overrides)
     if cfg.rollout.name == "vllm":  # the paper recipe's engine: its knobs are checked as if vLLM were installed
         monkeypatch.setattr("serl.policy.vllm_engine.vllm_available", lambda: True)
-    assert set(validate(cfg)) == {"env", "decay", "feedback", "insertion", "learner", "teacher"}
+    parts = {"algorithm.advantage", "algorithm.loss", "algorithm.reweight"}
+    assert set(validate(cfg)) == {"env", "decay", "feedback", "insertion", "learner", "teacher", *parts}
 
 
 @pytest.mark.parametrize("overrides", [[], ["feedback=immediate"], ["insertion=anchor"]])

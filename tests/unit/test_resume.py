@@ -40,7 +40,7 @@ def test_a_resume_with_the_runs_own_settings_passes(tmp_path):
 
 @pytest.mark.parametrize(
     ("override", "key"),
-    [("algorithm=grpo", "algorithm.teacher"), ("n_tasks=2", "n_tasks"), ("model.dtype=bfloat16", "model.dtype"),
+    [("algorithm=grpo", "algorithm.reweight"), ("n_tasks=2", "n_tasks"), ("model.dtype=bfloat16", "model.dtype"),
      ("learner.lr=0.5", "learner.lr"), ("feedback=state_diff", "feedback")],
 )
 def test_changed_settings_are_refused_unless_allowed(tmp_path, override, key):
