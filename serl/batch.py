@@ -107,4 +107,5 @@ def collate(
         teacher_logprobs=teacher_logprobs[:, :t] * response_mask,
         has_context=has_context,
         advantages=advantages[:, None].float() * response_mask,
+        truncated=torch.tensor([s.truncated for s in steps], dtype=torch.bool),
     )

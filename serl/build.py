@@ -311,10 +311,11 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path, dist: Any = None):
 
     worker = build_worker(cfg, model, tokenizer, suite, source.path, dist)
     shard_model(model, dist, str(cfg.device), **c["distributed"])  # FSDP2 under torchrun, else a no-op
-    reweight = parts["algorithm.reweight"]
-    learner = parts["learner"](model, loss=parts["algorithm.loss"], reweight=reweight, dist=dist)
-    # the one switch for the teacher: a transform that reads it (algorithm/reweight=serl) and feedback to show it
-    uses_teacher = bool(getattr(reweight, "uses_teacher", False)) and parts["feedback"].enabled
+    loss, reweight = parts["algorithm.loss"], parts["algorithm.reweight"]
+    learner = parts["learner"](model, loss=loss, reweight=reweight, dist=dist)
+    # the one switch for the teacher: a part that reads it (algorithm/reweight=serl, a distillation loss) and
+    # feedback to show it; a loss that reads it needs its log-probs on every row, not only where A != 0
+    uses_teacher = any(getattr(p, "uses_teacher", False) for p in (loss, reweight)) and parts["feedback"].enabled
     teacher = parts["teacher"](model, tokenizer, dist=dist) if uses_teacher else None
 
     tags = [cfg.env.name, cfg.feedback.name, cfg.insertion.name, cfg.decay.name, cfg.algorithm.name]
@@ -329,6 +330,7 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path, dist: Any = None):
         eval_at_start=c["eval"]["at_start"],
         evaluation=evaluation,
         teacher_log=TeacherLogSettings(**c["teacher_log"]),
+        teacher_every_row=bool(getattr(loss, "uses_teacher", False)),
         extra_summary={
             "run_name": str(cfg.run_name),
             "model_path": source.path,
@@ -348,6 +350,7 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path, dist: Any = None):
         insertion=parts["insertion"],
         decay=parts["decay"],
         advantage=parts["algorithm.advantage"],
+        sampling=parts["algorithm.sampling"],
         tracker=tracker,
         decode=decode,
         pad_id=tokenizer.pad_token_id,

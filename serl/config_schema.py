@@ -216,6 +216,7 @@ class AlgorithmSection(Section):
     advantage: Option
     loss: Option
     reweight: Option
+    sampling: Option
     response_format: Literal["serl", "reference"] = "serl"
     # the teacher's knobs: conf/train.yaml's `teacher` node passes them on (${algorithm.<key>}); their rules are
     # the constructor's (serl.knobs), checked here where they are set

@@ -109,6 +109,7 @@ class Learner:
             has_context=micro.has_context,
             entropy=entropy,
             lam=float(lam),
+            truncated=micro.truncated,
         )
         x.advantages, rw = self.reweight(x)  # §5.2 (SERL), or the identity
         stats = {f"serl_action_mask/{k}": v for k, v in rw.items()}

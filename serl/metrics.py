@@ -97,6 +97,8 @@ def rollout_metrics(stats: dict[str, float], steps: Sequence[Step]) -> dict[str,
         "rollout/dropped_episodes": float(stats.get("dropped_episodes", 0)),
         "rollout/dropped_groups": float(stats.get("dropped_groups", 0)),
         "time/env_s": float(stats.get("env_s", 0.0)),
+        # rounds of games played this step and the groups kept (algorithm.sampling; 1 and n_tasks without a filter)
+        **{k: float(v) for k, v in stats.items() if k.startswith("sampling/")},
     }
 
 

@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 import torch
 
+from serl.algo.sampling import KeepAll
 from serl.batch import action_masks, collate, step_columns
 from serl.checkpoint import assert_finite, check_writable, checkpoint_path, restore_training_state, save_training_state
 from serl.distributed import SINGLE, Dist, local_tensor, merge_counts
@@ -53,7 +54,7 @@ from serl.metrics import (
 )
 from serl.progress import Progress, Timer
 from serl.policy.models import trainable_parameters
-from serl.rollout.base import RolloutWorker
+from serl.rollout.base import Rollout, RolloutWorker
 from serl.rollout.sharded import collect_sharded
 from serl.teacher import TeacherScorer, TeacherScores
 from serl.teacher_log import (
@@ -70,6 +71,9 @@ from serl.tracking import Tracker, atomic_write_text
 from serl.types import Step, StepColumns, TeacherContext, TrainBatch, Trajectory
 
 
+ROUND_SEED_STRIDE = 1_000_000_007  # seed offset of a training step's extra sampling rounds (a prime)
+
+
 @dataclass
 class TrainerSettings:
     steps: int  # training steps to reach (a resumed run continues up to this count)
@@ -84,6 +88,7 @@ class TrainerSettings:
     eval_at_start: bool = False  # with eval_every > 0: also evaluate the initial policy (logged at step 0)
     evaluation: EvalSettings | None = None  # what an evaluation plays (needed when eval_every > 0)
     teacher_log: TeacherLogSettings = field(default_factory=TeacherLogSettings)  # teacher dumps (off by default)
+    teacher_every_row: bool = False  # score every row with a context (a loss reads the teacher), not only A != 0
     extra_summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -103,6 +108,7 @@ class Trainer:
         decode: Callable[[Sequence[int]], str],
         pad_id: int,
         dist: Dist = SINGLE,
+        sampling: Callable[[StepColumns], torch.Tensor] = KeepAll(),
     ):
         if settings.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0 (0: never), got {settings.eval_every}")
@@ -119,6 +125,7 @@ class Trainer:
         self.insertion = insertion
         self.decay = decay
         self.advantage = advantage  # the algorithm's estimator: step columns -> [N] advantages (serl/algo/)
+        self.sampling = sampling  # which groups of a round are kept, and how many rounds a step may play
         self.tracker = tracker
         self.decode = decode
         self.pad_id = pad_id
@@ -171,6 +178,41 @@ class Trainer:
         """λ of training step ``u`` (§5.1); 0 without a teacher."""
         return float(self.decay(u)) if self.teacher is not None else 0.0
 
+    def rollout(self, u: int, progress: Progress) -> Rollout:
+        """Training step ``u``'s groups: ``n_tasks`` games × ``group_size`` episodes. The sampling part
+        (``algorithm.sampling``) keeps whole groups; while fewer than ``n_tasks`` are kept and it allows more
+        rounds (DAPO's dynamic sampling), another ``n_tasks`` games are played. Kept groups are cut to
+        ``n_tasks`` and, unless they are exactly the first round's, renumbered in order of arrival; when no
+        round kept a group, the first round's groups are used. The stats add up over the rounds, plus
+        ``sampling/rounds`` and ``sampling/kept_groups``."""
+        kept: list[list[Trajectory]] = []
+        first: list[Trajectory] | None = None
+        stats: dict[str, float] = {}
+        rounds = 0
+        while rounds < self.sampling.max_rounds and len(kept) < self.s.n_tasks:
+            seed = self._seed(u) + rounds * ROUND_SEED_STRIDE  # round 0: the step's own seed
+            games = self.suite.train_games(self.s.n_tasks, seed=seed)
+            label = "rollout" if rounds == 0 else f"rollout round {rounds + 1} ({len(kept)} groups kept)"
+            played = collect_sharded(
+                self.worker, self.dist, games, self.s.group_size, seed=seed, progress=progress.episodes(u + 1, label)
+            )
+            stats = {k: stats.get(k, 0.0) + played.stats.get(k, 0.0) for k in stats.keys() | played.stats.keys()}
+            first = played.trajectories if first is None else first
+            flags = iter(self.sampling(step_columns(played.trajectories)).tolist() if played.trajectories else [])
+            for group in groups_of(played.trajectories):  # rows of step_columns: the same order
+                if all([next(flags) for t in group for _ in t.steps]):
+                    kept.append(group)
+            rounds += 1
+        kept = kept[: self.s.n_tasks]
+        trajectories = [t for g in kept for t in g]
+        if trajectories != first:  # some groups dropped or played in a later round: number them 0, 1, ...
+            for gid, group in enumerate(kept):
+                for t in group:
+                    t.group_id = gid
+        stats["sampling/rounds"] = float(rounds)
+        stats["sampling/kept_groups"] = float(len(kept))
+        return Rollout(trajectories or list(first or []), stats)
+
     def _contexts(self, trajectories: list[Trajectory]) -> list[TeacherContext]:
         """Insertion + feedback for every step, flattened in the same order as the steps of ``trajectories``."""
         out: dict[tuple[int, int, int], TeacherContext] = {}
@@ -185,7 +227,8 @@ class Trainer:
     ) -> tuple[list[TeacherContext], TeacherScores, dict[str, float]]:
         """Feedback, insertion and the teacher's log-probs of the action tokens (§2–§4). A zero advantage
         makes the teacher's weight irrelevant (Ã = A·w, §5.2), so only rows with a non-zero advantage are
-        scored. Returns the contexts, the scores and the feedback source's metrics."""
+        scored, unless the loss itself reads the teacher (``teacher_every_row``). Returns the contexts, the
+        scores and the feedback source's metrics."""
         assert self.teacher is not None
         lo, hi = self.dist.shard(self.s.n_tasks)  # each rank builds the contexts of the groups it played
         mine = [t for t in trajectories if lo <= t.group_id < hi]
@@ -193,7 +236,8 @@ class Trainer:
         contexts = self.dist.gather(self._contexts(mine))
         if self.dist.enabled:
             feedback_metrics = merge_counts(self.dist.gather_each(feedback_metrics))
-        scored = [c if a != 0 else TeacherContext() for c, a in zip(contexts, advantages.tolist())]
+        every = self.s.teacher_every_row
+        scored = [c if (every or a != 0) else TeacherContext() for c, a in zip(contexts, advantages.tolist())]
         n_resp = max(len(s.response_ids) for s in steps)
         scores = self.teacher.score([s.prompt for s in steps], scored, [s.response_ids for s in steps], n_resp)
         return contexts, scores, feedback_metrics
@@ -264,10 +308,7 @@ class Trainer:
 
         # 1. rollout: n_tasks games x group_size episodes (§1.2-1.3), each rank playing its block of the games
         with timer("rollout"):
-            games = self.suite.train_games(self.s.n_tasks, seed=self._seed(u))
-            rollout = collect_sharded(
-                self.worker, self.dist, games, self.s.group_size, seed=self._seed(u), progress=progress.episodes(u + 1, "rollout")
-            )
+            rollout = self.rollout(u, progress)
         trajectories = rollout.trajectories
         if not trajectories:
             raise RuntimeError(f"training step {u + 1}: every episode was dropped after env failures (warnings above)")
@@ -353,7 +394,8 @@ class Trainer:
             records = build_records(
                 step=self.step,
                 lam=lam,
-                weight_clip=self.learner.reweight.weight_clip,
+                # the reweighting's clip; the identity (no weight_clip) is c = 0: every weight and multiplier 1
+                weight_clip=getattr(self.learner.reweight, "weight_clip", 0.0),
                 batch=batch,
                 advantages=advantages.tolist(),
                 steps=steps,

@@ -128,6 +128,7 @@ class TrainBatch:
     teacher_logprobs: torch.Tensor  # [N, T] float, 0 where the row has no context
     has_context: torch.Tensor  # [N] bool, the reference's serl_mask
     advantages: torch.Tensor  # [N, T] float, GRPO advantage broadcast over response tokens
+    truncated: torch.Tensor | None = None  # [N] bool, response cut by max_new_tokens (None: no row was)
 
     @property
     def n_response(self) -> int:
@@ -138,7 +139,7 @@ class TrainBatch:
 
     def select(self, index: torch.Tensor | slice) -> "TrainBatch":
         """Rows ``index`` of every tensor (micro-batching)."""
-        return TrainBatch(**{k: getattr(self, k)[index] for k in self.__dataclass_fields__})
+        return TrainBatch(**{k: None if (v := getattr(self, k)) is None else v[index] for k in self.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -182,3 +183,4 @@ class LossInputs:
     has_context: torch.Tensor  # [N] bool, the row's teacher saw a privileged context
     entropy: torch.Tensor | None = None  # [N, T] token entropies, when the loss asks for them (uses_entropy)
     lam: float = 0.0  # the teacher mixing coefficient λ of this step (docs/reference.md §5.1)
+    truncated: torch.Tensor | None = None  # [N] bool, the response was cut by max_new_tokens (None: none was)

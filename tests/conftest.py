@@ -23,4 +23,4 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["WANDB_MODE"] = "offline"
 os.environ.pop("WANDB_API_KEY", None)
 
-from fixtures_models import tiny_model_dir, tiny_policy  # noqa: E402,F401
+from fixtures_models import tiny_model_dir, tiny_policy, warm_tiny_dir  # noqa: E402,F401

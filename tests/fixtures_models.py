@@ -1,7 +1,8 @@
 """Model fixtures shared by the test suite (imported by tests/conftest.py).
 
 ``tiny_model_dir`` builds the tiny random Qwen2 + locally trained tokenizer (serl.policy.tiny) once per
-session; nothing is fetched from the network.
+session; ``warm_tiny_dir`` is that model warm-started on expert demonstrations (once per session, shared by the
+distributed and baseline tests); nothing is fetched from the network.
 """
 
 from __future__ import annotations
@@ -32,3 +33,13 @@ def tiny_policy(tiny_model_dir):
     model, tokenizer = load_policy(str(tiny_model_dir))
     model.eval()
     return model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def warm_tiny_dir(tmp_path_factory) -> Path:
+    """HF folder of the tiny model warm-started for a few seconds (tests.helpers.warm_start_tiny; one thread,
+    fixed hash seed, as the distributed test's launches)."""
+    from tests.helpers import warm_start_tiny
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    return warm_start_tiny(tmp_path_factory.mktemp("warm") / "sft", env=env)

@@ -28,3 +28,19 @@ TINY_RUN = [
 def compose_cfg(overrides: list[str]):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides))
+
+
+def warm_start_tiny(out_dir: Path, env: dict[str, str] | None = None) -> Path:
+    """The tiny model warm-started for a few seconds on expert demonstrations (``scripts/sft.py``, full
+    fine-tuning): it answers in the response format and wins some games, so groups mix and advantages are
+    non-zero. Returns its HF folder."""
+    import subprocess
+    import sys
+
+    sft = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "sft.py"), "model=tiny", "n_games=4", "epochs=30", "lr=3e-3", "lora=null",
+         "batch_size=4", "micro_batch_size=4", "logger=none", "progress=false", f"hydra.run.dir={out_dir}"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT, env=env,
+    )
+    assert sft.returncode == 0, sft.stderr[-4000:]
+    return out_dir / "model"

@@ -87,6 +87,12 @@ def _float_dtype(x: Tensor) -> torch.dtype:
     return x.dtype if x.dtype.is_floating_point else torch.get_default_dtype()
 
 
+def check_invalid_penalty(invalid_penalty: float) -> None:
+    """ValueError unless ``invalid_penalty`` is a finite float >= 0 (every estimator's knob, §1.4)."""
+    if not (isinstance(invalid_penalty, (int, float)) and math.isfinite(invalid_penalty) and invalid_penalty >= 0):
+        raise ValueError(f"invalid_penalty must be a finite float >= 0, got {invalid_penalty!r}")
+
+
 def step_scores(episode_rewards: Tensor, valid: Tensor, invalid_penalty: float = 0.1) -> Tensor:
     """Per-step score ``s_i = R(traj(i)) - invalid_penalty * [step i invalid]`` (docs/reference.md §1.4).
 
@@ -102,8 +108,7 @@ def step_scores(episode_rewards: Tensor, valid: Tensor, invalid_penalty: float =
     _check_1d("valid", valid, episode_rewards.shape[0])
     if valid.dtype != torch.bool:
         raise ValueError(f"valid must be a bool tensor, got dtype {valid.dtype}")
-    if not (isinstance(invalid_penalty, (int, float)) and math.isfinite(invalid_penalty) and invalid_penalty >= 0):
-        raise ValueError(f"invalid_penalty must be a finite float >= 0, got {invalid_penalty!r}")
+    check_invalid_penalty(invalid_penalty)
     rewards = episode_rewards.to(_float_dtype(episode_rewards))
     # §1.4: s_i = R(traj(i)) − 0.1·[step i invalid]
     return rewards - float(invalid_penalty) * (~valid).to(rewards.dtype)
@@ -236,8 +241,7 @@ class GRPO:
             raise ValueError(f"level={self.level!r} is not one of {', '.join(LEVELS)}")
         if self.trajectory_value not in TRAJ_VALUES:
             raise ValueError(f"trajectory_value={self.trajectory_value!r} is not one of {', '.join(TRAJ_VALUES)}")
-        if not (isinstance(self.invalid_penalty, (int, float)) and math.isfinite(self.invalid_penalty) and self.invalid_penalty >= 0):
-            raise ValueError(f"invalid_penalty must be a finite float >= 0, got {self.invalid_penalty!r}")
+        check_invalid_penalty(self.invalid_penalty)
         _check_eps(self.eps)
 
     def __call__(self, cols: StepColumns) -> Tensor:

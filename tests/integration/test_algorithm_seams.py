@@ -3,6 +3,8 @@ loss are callables chosen by ``_target_``; the trainer, learner and build run th
 
 * a toy estimator (one function here, one config node built here) trains one step through the real trainer;
 * a toy loss the same way, and the learner computes entropies only for a loss that asks for them;
+* a toy sampling part (keep odd groups) makes the trainer play a second round and renumber the kept groups;
+  ``algorithm=dapo`` on the tiny model (no group ever differs) plays its 3 rounds and trains on the first;
 * the teacher is built only when the reweighting reads it and the feedback source is on.
 """
 
@@ -13,7 +15,10 @@ import json
 import torch
 from omegaconf import OmegaConf
 
+from dataclasses import dataclass
+
 from serl.build import build_trainer
+from serl.progress import Progress
 from serl.types import LossInputs, StepColumns
 from tests.helpers import TINY_RUN, compose_cfg
 
@@ -34,12 +39,22 @@ def toy_loss(x: LossInputs, coef: float) -> tuple[torch.Tensor, dict[str, float]
     return loss, {"toy_loss": float(loss.detach())}
 
 
+@dataclass(frozen=True)
+class KeepOddGroups:
+    """A sampling part: keeps the rows of groups with an odd id (within a round)."""
+
+    max_rounds: int = 4
+
+    def __call__(self, cols: StepColumns) -> torch.Tensor:
+        return cols.group_ids % 2 == 1
+
+
 def _params(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
 
 
-def _train_one_step(tmp_path, **nodes):
-    cfg = compose_cfg([*TINY_RUN, "steps=1", "feedback=none"])
+def _train_one_step(tmp_path, *overrides, **nodes):
+    cfg = compose_cfg([*TINY_RUN, "steps=1", "feedback=none", *overrides])
     for part, node in nodes.items():
         cfg.algorithm[part] = OmegaConf.create(node)  # a node built in the test, replacing the option's
     trainer = build_trainer(cfg, tmp_path)
@@ -70,6 +85,23 @@ def test_toy_loss_trains_one_step_and_gets_no_entropy(tmp_path):
     _, moved, line = _train_one_step(tmp_path, loss=node, advantage=advantage)
     assert CALLS["loss"] and all(isinstance(x, LossInputs) and x.entropy is None for x in CALLS["loss"])
     assert "actor/toy_loss" in line and moved > 0
+
+
+def test_sampling_part_plays_rounds_until_n_tasks_groups_are_kept(tmp_path):
+    node = {"_target_": f"{__name__}.KeepOddGroups"}
+    trainer, moved, line = _train_one_step(tmp_path, "n_tasks=2", sampling=node)
+    assert line["sampling/rounds"] == 2 and line["sampling/kept_groups"] == 2  # one odd group per round of 2 games
+    assert line["episode/step_samples"] > 0 and moved > 0
+    rollout = trainer.rollout(5, Progress(1, enabled=False))
+    seen = sorted({t.group_id for t in rollout.trajectories})
+    assert seen == [0, 1] and rollout.stats["sampling/rounds"] == 2  # renumbered in order of arrival
+
+
+def test_dapo_plays_its_rounds_and_trains_on_the_first_when_no_group_differs(tmp_path):
+    _, moved, line = _train_one_step(tmp_path, "algorithm=dapo")
+    # the tiny model never wins: no group's outcomes differ, 3 rounds are played, the first round is trained on
+    assert line["sampling/rounds"] == 3 and line["sampling/kept_groups"] == 0
+    assert line["actor/overlong_filtered"] >= 0 and line["episode/step_samples"] > 0
 
 
 def test_teacher_built_only_when_the_reweighting_reads_it_and_feedback_is_on(tmp_path):

@@ -79,15 +79,9 @@ def _assert_same_state(a, b, what: str, atol: float = 1e-5) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, warm_tiny_dir):
     root = tmp_path_factory.mktemp("dist")
-    sft = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "sft.py"), "model=tiny", "n_games=4", "epochs=30", "lr=3e-3", "lora=null",
-         "batch_size=4", "micro_batch_size=4", "logger=none", "progress=false", f"hydra.run.dir={root / 'sft'}"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT, env=_env(),
-    )
-    assert sft.returncode == 0, sft.stderr[-4000:]
-    model = root / "sft" / "model"
+    model = warm_tiny_dir
     single, ranked = root / "single", root / "ranked"
     _train(single, model)
     out = _train(ranked, model, ranks=2)

@@ -50,7 +50,7 @@ def test_every_option_composes_and_validates(option):
             validate(cfg)
         return
     built = validate(cfg)
-    parts = {"algorithm.advantage", "algorithm.loss", "algorithm.reweight"}
+    parts = {"algorithm.advantage", "algorithm.loss", "algorithm.reweight", "algorithm.sampling"}
     assert set(built) == {"env", "decay", "feedback", "insertion", "learner", "teacher", *parts}
     assert built["learner"].func.__name__ == "Learner" and built["teacher"].func.__name__ == "TeacherScorer"
     if option.stem == "paper_alfworld":  # a _global_ preset: it changes top-level values
