@@ -11,9 +11,10 @@
 Grids (docs/sweeps.md), each a list of Hydra multiruns over the versioned sweep files in ``conf/sweep/``:
 
 * ``cpu`` (default): GRPO (``sweep=grpo``), every feedback source at anchor level (``sweep=feedback
-  insertion=anchor``) and ``state_diff`` at step level — 8 runs per seed.
-* ``full``: GRPO and every feedback source at both insertion levels (``sweep=grpo``, ``sweep=table``) — 13 runs
-  per seed.
+  insertion=anchor``), ``state_diff`` at step level, the RL baselines RLOO, GiGPO, DAPO, GSPO without a teacher
+  (``sweep=baselines``) and self-distillation alone and with GRPO (``sweep=distill``) — 14 runs per seed.
+* ``full``: GRPO, every feedback source at both insertion levels (``sweep=grpo``, ``sweep=table``) and the
+  baselines (``sweep=baselines``, ``sweep=distill``) — 19 runs per seed.
 
 Presets: ``default`` (the CPU preset of ``conf/train.yaml``, plus a held-out evaluation of the ``env.eval_pool``
 games after the last step, capped at the training episode length), ``cpu_study`` (``experiment=cpu_study``,
@@ -49,8 +50,11 @@ from serl.sweep import finished, missing_launcher, unfinished_runs  # noqa: E402
 
 #: grid -> the multiruns that make it (overrides of each); every run of a grid is one configuration x one seed
 GRIDS: dict[str, list[list[str]]] = {
-    "cpu": [["sweep=grpo"], ["sweep=feedback", "insertion=anchor"], ["feedback=state_diff", "insertion=step"]],
-    "full": [["sweep=grpo"], ["sweep=table"]],
+    "cpu": [
+        ["sweep=grpo"], ["sweep=feedback", "insertion=anchor"], ["feedback=state_diff", "insertion=step"],
+        ["sweep=baselines"], ["sweep=distill"],
+    ],
+    "full": [["sweep=grpo"], ["sweep=table"], ["sweep=baselines"], ["sweep=distill"]],
 }
 
 #: preset -> (overrides, minutes per run on 2 CPU cores or None when it needs a GPU)
@@ -59,7 +63,7 @@ PRESETS: dict[str, tuple[list[str], float | None]] = {
     "cpu_study": (["experiment=cpu_study"], 25.0),
     "paper_alfworld": (["experiment=paper_alfworld"], None),
 }
-SHOWN = ("feedback", "insertion", "decay", "seed")  # the choices a progress line names
+SHOWN = ("algorithm", "feedback", "insertion", "decay", "seed")  # the choices a progress line names
 HYDRA_JOB = re.compile(r"\[HYDRA\]\s+#(\d+)\s*:\s*(.*)$")
 
 

@@ -30,7 +30,11 @@ TRAINING = "training success"
 SUMMARY_KEYS = {HELDOUT: "last/eval/success_rate", TRAINING: "mean/episode/success_rate"}
 # table metric -> its per-step value in metrics.jsonl (the curves)
 CURVE_KEYS = {HELDOUT: "eval/success_rate", TRAINING: "episode/success_rate"}
-METHODS = {"serl": "SERL", "serl_reference": "SERL (reference)", "grpo": "GRPO"}
+METHODS = {  # algorithm option -> its name in tables (the baselines' sources: docs/configuration.md)
+    "serl": "SERL", "serl_reference": "SERL (reference)", "grpo": "GRPO", "rloo": "RLOO", "gigpo": "GiGPO",
+    "dapo": "DAPO", "gspo": "GSPO", "self_distill": "Self-distillation", "grpo_self_distill": "GRPO + self-distillation",
+}
+TEACHER_OPTIONAL = ("serl", "serl_reference")  # with feedback=none these are plain GRPO
 GRPO = "GRPO"
 DASH = "–"  # not available
 NO_INSERTION = DASH  # GRPO's insertion: the setting does nothing without a teacher
@@ -202,14 +206,17 @@ def read_metrics_rows(path: Path) -> tuple[dict, ...]:
 
 
 def configuration_key(config: Mapping[str, Any]) -> ConfigKey:
-    """The configuration of a resolved run config; plain GRPO is ("GRPO", "none", "–") whatever its insertion."""
+    """The configuration of a resolved run config; plain GRPO is ("GRPO", "none", "–") whatever its insertion, and
+    a baseline without a teacher (feedback=none) is ("<its name>", "none", "–")."""
     names = {k: _dig(config, f"{k}.name") for k in ("env", "algorithm", "feedback", "insertion")}
     missing = [f"{k}.name" for k, v in names.items() if not isinstance(v, str)]
     if missing:
         raise _Skip(f"not a training run: config.yaml has no {', '.join(missing)}")
-    if names["feedback"] == "none" or names["algorithm"] == "grpo":
+    if names["algorithm"] == "grpo" or (names["feedback"] == "none" and names["algorithm"] in TEACHER_OPTIONAL):
         return ConfigKey(names["env"], GRPO, "none", NO_INSERTION)
     method = METHODS.get(names["algorithm"], names["algorithm"])
+    if names["feedback"] == "none":  # a baseline without a teacher: its insertion does nothing either
+        return ConfigKey(names["env"], method, "none", NO_INSERTION)
     return ConfigKey(names["env"], method, names["feedback"], names["insertion"])
 
 
@@ -252,14 +259,15 @@ def collect_runs(root: Path) -> tuple[list[Run], list[Skipped]]:
 
 
 def sort_key(key: ConfigKey) -> tuple:
-    """Row order: per env, GRPO first, then by feedback, method, insertion (step, anchor, then others)."""
+    """Row order: per env, GRPO first, the baselines without a teacher next, then by feedback, method, insertion
+    (step, anchor, then others)."""
     rank = INSERTION_ORDER.index(key.insertion) if key.insertion in INSERTION_ORDER else len(INSERTION_ORDER)
-    return (key.env, key.method != GRPO, key.feedback, key.method, rank, key.insertion)
+    return (key.env, key.method != GRPO, key.feedback != "none", key.feedback, key.method, rank, key.insertion)
 
 
 def config_label(key: ConfigKey, with_env: bool = False) -> str:
     """Short name of a configuration for figures and messages, e.g. ``SERL state_diff / anchor``."""
-    label = GRPO if key.method == GRPO else f"{key.method} {key.feedback} / {key.insertion}"
+    label = key.method if key.feedback == "none" else f"{key.method} {key.feedback} / {key.insertion}"
     return f"{key.env}: {label}" if with_env else label
 
 
@@ -270,8 +278,8 @@ def group_runs(runs: Sequence[Run]) -> dict[ConfigKey, list[Run]]:
     for run in runs:
         seeds = groups.setdefault(run.key, {})
         if run.seed in seeds:
-            grpo = run.key.method == GRPO
-            pooled = " (GRPO pools its insertion settings: its insertion does nothing)" if grpo else ""
+            plain = run.key.feedback == "none"
+            pooled = f" ({run.key.method} pools its insertion settings: its insertion does nothing)" if plain else ""
             raise TableError(
                 f"two runs of configuration {config_label(run.key, with_env=True)} have seed {run.seed}: "
                 f"{seeds[run.seed].path} and {run.path}{pooled}; runs differing only in decay, steps or model "
@@ -388,6 +396,8 @@ def heatmap_cells(table: Table, metric: str) -> dict[str, list[tuple[str, str | 
         mean, n = (stats.mean, stats.n) if stats else (None, len(c.runs))
         if c.key.method == GRPO:
             row, column = f"{GRPO} (reference)", None
+        elif c.key.feedback == "none":  # a baseline without a teacher: one value spanning the row
+            row, column = f"{c.key.method} (baseline)", None
         else:
             row = c.key.feedback if c.key.method == "SERL" else f"{c.key.feedback} [{c.key.method}]"
             column = c.key.insertion
@@ -397,7 +407,7 @@ def heatmap_cells(table: Table, metric: str) -> dict[str, list[tuple[str, str | 
 
 def heatmap_columns(table: Table) -> list[str]:
     """The heatmap's columns: step and anchor, then any other insertion present."""
-    present = {c.key.insertion for c in table.configurations if c.key.method != GRPO}
+    present = {c.key.insertion for c in table.configurations if c.key.feedback != "none"}
     return list(INSERTION_ORDER) + sorted(present - set(INSERTION_ORDER))
 
 

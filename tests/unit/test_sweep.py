@@ -84,8 +84,8 @@ def test_reproduce_table_grids_and_commands():
     spec = importlib.util.spec_from_file_location("reproduce_table", ROOT / "scripts" / "reproduce_table.py")
     rt = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rt)
-    assert [rt.runs_per_seed(b) for b in rt.GRIDS["cpu"]] == [1, 6, 1]
-    assert [rt.runs_per_seed(b) for b in rt.GRIDS["full"]] == [1, 12]
+    assert [rt.runs_per_seed(b) for b in rt.GRIDS["cpu"]] == [1, 6, 1, 4, 2]
+    assert [rt.runs_per_seed(b) for b in rt.GRIDS["full"]] == [1, 12, 4, 2]
     cmd = rt.multirun_command(["sweep=feedback", "insertion=anchor"], 3, "default", ROOT / "o", "joblib", 2, ["x=1"])
     assert cmd[1:4] == [str(ROOT / "scripts" / "train.py"), "-m", "sweep=feedback"]
     for arg in ("insertion=anchor", "seed=0,1,2", "eval_every=${steps}", f"hydra.sweep.dir={ROOT / 'o'}",

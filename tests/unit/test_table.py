@@ -18,9 +18,11 @@ from serl.table import (
     TableError,
     bootstrap_interval,
     build_table,
+    config_label,
     curve_metric,
     figure_metric,
     heatmap_cells,
+    heatmap_columns,
     mean_std,
     reference_csv,
     to_csv,
@@ -323,3 +325,27 @@ def test_notes_flag_mixed_settings_and_resumed_runs(tmp_path):
     md = to_markdown(build_table(tmp_path), COMMAND)
     assert "- alfworld: SERL state_diff / anchor: its runs differ in steps (3, 5)" in md
     assert "- alfworld: SERL state_diff / anchor: seed 1 was resumed at step 2; its wall time covers only" in md
+
+
+def test_baselines_are_rows_of_their_own_next_to_grpo(tmp_path):
+    # RLOO without a teacher at both insertions pools into one row (its insertion does nothing); GiGPO with a
+    # teacher (SERL on GiGPO) and self-distillation are rows per feedback / insertion like SERL's
+    write_run(tmp_path, "b/grpo-s0", seed=0, algorithm="grpo", feedback="none", insertion="step")
+    write_run(tmp_path, "b/rloo-step-s0", seed=0, algorithm="rloo", feedback="none", insertion="step", training=0.2)
+    write_run(tmp_path, "b/rloo-anchor-s1", seed=1, algorithm="rloo", feedback="none", insertion="anchor", training=0.4)
+    write_run(tmp_path, "b/gigpo-sd-s0", seed=0, algorithm="gigpo", feedback="state_diff", insertion="anchor")
+    write_run(tmp_path, "b/distill-s0", seed=0, algorithm="self_distill", feedback="state_diff", insertion="anchor")
+    write_run(tmp_path, "b/serl-none-s1", seed=1, algorithm="serl", feedback="none", insertion="anchor")  # = GRPO
+    t = build_table(tmp_path)
+    assert [tuple(c.key) for c in t.configurations] == [
+        ("alfworld", "GRPO", "none", "–"),
+        ("alfworld", "RLOO", "none", "–"),
+        ("alfworld", "GiGPO", "state_diff", "anchor"),
+        ("alfworld", "Self-distillation", "state_diff", "anchor"),
+    ]
+    assert _config(t, "GRPO", "none").seeds == [0, 1]  # serl with feedback=none is plain GRPO
+    rloo = _config(t, "RLOO", "none")
+    assert rloo.seeds == [0, 1] and config_label(rloo.key) == "RLOO"
+    rows = [(row, column) for row, column, _, _ in heatmap_cells(t, TRAINING)["alfworld"]]
+    assert rows[:2] == [("GRPO (reference)", None), ("RLOO (baseline)", None)]
+    assert ("state_diff [GiGPO]", "anchor") in rows and heatmap_columns(t) == ["step", "anchor"]
