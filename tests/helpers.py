@@ -44,3 +44,22 @@ def warm_start_tiny(out_dir: Path, env: dict[str, str] | None = None) -> Path:
     )
     assert sft.returncode == 0, sft.stderr[-4000:]
     return out_dir / "model"
+
+
+def make_columns(groups, trajs, episode_rewards, *, valid=None, steps=None, step_rewards=None, anchors=None):
+    """A :class:`serl.types.StepColumns` written by hand for estimator tests: defaults every step valid, step
+    id 0, step reward 0, each row its own anchor, responses of 3 tokens, none truncated."""
+    import torch
+
+    from serl.types import StepColumns
+
+    n = len(groups)
+    long = lambda xs: torch.tensor(list(xs), dtype=torch.long)  # noqa: E731
+    return StepColumns(
+        group_ids=long(groups), traj_ids=long(trajs), step_ids=long(steps if steps is not None else [0] * n),
+        episode_rewards=torch.tensor(episode_rewards, dtype=torch.float32),
+        step_rewards=torch.tensor(step_rewards if step_rewards is not None else [0.0] * n, dtype=torch.float32),
+        valid=torch.tensor(valid if valid is not None else [True] * n, dtype=torch.bool),
+        anchor_ids=long(anchors if anchors is not None else range(n)), response_lengths=long([3] * n),
+        truncated=torch.zeros(n, dtype=torch.bool),
+    )

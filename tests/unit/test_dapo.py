@@ -11,6 +11,7 @@ from serl.algo.dapo import DAPO, DynamicSampling
 from serl.algo.loss import PPOClip
 from serl.algo.sampling import KeepAll
 from serl.types import LossInputs, StepColumns
+from tests.helpers import make_columns
 
 
 def inputs(log_ratio, advantages, truncated) -> LossInputs:
@@ -33,31 +34,25 @@ def test_overlong_filter_drops_truncated_rows_from_loss_and_token_mean():
     assert float(loss.detach()) == pytest.approx(-1.0) and stats["overlong_filtered"] == 0.5
     loss.backward()
     assert x.logprobs.grad[1].abs().sum() == 0 and x.logprobs.grad[0].abs().sum() > 0  # no gradient from row 1
-    assert float(DAPO(overlong_filter=False)(x)[0]) == pytest.approx(0.5)
+    assert float(DAPO(overlong_filter=False)(x)[0].detach()) == pytest.approx(0.5)
     no_flags = inputs([[0.0, 0.0], [0.0, 0.0]], [1.0, -2.0], [False, True])
     no_flags.truncated = None  # a batch built without the flags: nothing is filtered
-    assert float(DAPO()(no_flags)[0]) == pytest.approx(0.5)
+    assert float(DAPO()(no_flags)[0].detach()) == pytest.approx(0.5)
 
 
 def test_clip_higher_lets_a_positive_token_grow_to_1_28():
     # ratio e^{log 1.25} = 1.25, A = +1: PPO-clip (0.2) caps the surrogate at 1.2, DAPO (0.28) not yet
     r = math.log(1.25)
     x = inputs([[r, r]], [1.0], [False])
-    assert float(PPOClip()(x)[0]) == pytest.approx(-1.2)
-    assert float(DAPO()(x)[0]) == pytest.approx(-1.25)
+    assert float(PPOClip()(x)[0].detach()) == pytest.approx(-1.2)
+    assert float(DAPO()(x)[0].detach()) == pytest.approx(-1.25)
     assert not DAPO().uses_entropy  # entropy_coef 0 by default
     with pytest.raises(ValueError, match="clip_high must be a finite float >= 0, got -0.1"):
         DAPO(clip_high=-0.1)
 
 
 def cols(groups, rewards) -> StepColumns:
-    n = len(groups)
-    z = torch.zeros(n, dtype=torch.long)
-    return StepColumns(
-        group_ids=torch.tensor(groups), traj_ids=z, step_ids=z, episode_rewards=torch.tensor(rewards),
-        step_rewards=torch.zeros(n), valid=torch.ones(n, dtype=torch.bool), anchor_ids=z, response_lengths=z,
-        truncated=torch.zeros(n, dtype=torch.bool),
-    )
+    return make_columns(groups, [0] * len(groups), rewards)
 
 
 def test_dynamic_sampling_keeps_groups_whose_outcomes_differ():

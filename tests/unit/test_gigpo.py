@@ -12,18 +12,11 @@ import torch
 
 from serl.algo.gigpo import GiGPO, discounted_returns
 from serl.types import StepColumns
+from tests.helpers import make_columns
 
 
 def columns(episode_rewards, step_rewards, valid, groups, trajs, steps, anchors) -> StepColumns:
-    n = len(valid)
-    long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
-    return StepColumns(
-        group_ids=long(groups), traj_ids=long(trajs), step_ids=long(steps),
-        episode_rewards=torch.tensor(episode_rewards, dtype=torch.float32),
-        step_rewards=torch.tensor(step_rewards, dtype=torch.float32),
-        valid=torch.tensor(valid, dtype=torch.bool), anchor_ids=long(anchors), response_lengths=long([3] * n),
-        truncated=torch.zeros(n, dtype=torch.bool),
-    )
+    return make_columns(groups, trajs, episode_rewards, valid=valid, steps=steps, step_rewards=step_rewards, anchors=anchors)
 
 
 def slow_gigpo(cols: StepColumns, gamma, step_weight, norm, penalty, eps):

@@ -8,17 +8,11 @@ import torch
 
 from serl.algo.rloo import RLOO, rloo_advantages
 from serl.types import StepColumns
+from tests.helpers import make_columns
 
 
 def columns(episode_rewards, valid, groups, trajs, steps=None) -> StepColumns:
-    n = len(valid)
-    long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
-    return StepColumns(
-        group_ids=long(groups), traj_ids=long(trajs), step_ids=long(steps or [0] * n),
-        episode_rewards=torch.tensor(episode_rewards, dtype=torch.float32), step_rewards=torch.zeros(n),
-        valid=torch.tensor(valid, dtype=torch.bool), anchor_ids=long(range(n)), response_lengths=long([3] * n),
-        truncated=torch.zeros(n, dtype=torch.bool),
-    )
+    return make_columns(groups, trajs, episode_rewards, valid=valid, steps=steps)
 
 
 def slow_rloo(rewards, valid, groups, trajs, penalty=0.1):
