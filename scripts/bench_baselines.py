@@ -5,8 +5,9 @@
 
 One rollout of the preset's first training step (1 game × 5 episodes, 6 turns, the warm-started SmolLM2-135M) is
 played once with GRPO's trainer; then, for every algorithm, a trainer is built from the same config (fresh
-weights, ``algorithm=<name>``) and its ``train_step`` runs on a copy of that rollout: the estimator, the
-teacher pass (when a part reads the teacher) and the update on the same step samples. The rollout is shared so
+weights, ``algorithm=<name>``), and in each of ``--repeats`` rounds every trainer's ``train_step`` runs once, in
+turn, on a copy of that rollout: the estimator, the teacher pass (when a part reads the teacher) and the update
+on the same step samples. Interleaving the algorithms spreads a slow drift of the machine over all of them. The rollout is shared so
 the sampled text does not differ between algorithms; what the step costs beyond it is what differs. Plain RL
 baselines run without a teacher (``feedback=none``, as in ``sweep=baselines``); SERL, the self-distillation
 losses run with ``feedback=state_diff insertion=anchor`` (the card's, ``sweep=distill``). DAPO's dynamic
@@ -46,7 +47,7 @@ ALGORITHMS = {
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=list(ALGORITHMS))
-    p.add_argument("--repeats", type=int, default=1, help="post-rollout steps timed per algorithm (median)")
+    p.add_argument("--repeats", type=int, default=2, help="rounds; each times every algorithm's step once (median)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("outputs/bench/baselines.json"))
     p.add_argument("overrides", nargs="*", help="extra config overrides for every trainer (after --)")
@@ -83,25 +84,31 @@ def main(argv: list[str]) -> dict:
         n_steps = sum(len(t.steps) for t in rollout.trajectories)
         won = sum(t.won for t in rollout.trajectories)
         print(f"rollout: {len(rollout.trajectories)} episodes, {n_steps} step samples, {won} won, {rollout_s:.0f} s (build + play)")
-        results: dict[str, dict] = {}
-        for name in args.algorithms:
-            trainer = build([*common, *ALGORITHMS[name]], Path(tmp) / name)
-            trainer.rollout = lambda u, progress: copy.deepcopy(rollout)  # the shared rollout, as played
-            secs, metrics = [], {}
-            for _ in range(args.repeats):
+        trainers = {}
+        for name in args.algorithms:  # all built first, so the timed rounds interleave the algorithms
+            trainers[name] = build([*common, *ALGORITHMS[name]], Path(tmp) / name)
+            trainers[name].rollout = lambda u, progress: copy.deepcopy(rollout)  # the shared rollout, as played
+        secs: dict[str, list[float]] = {name: [] for name in args.algorithms}
+        last: dict[str, dict] = {}
+        for r in range(args.repeats):  # round r: every algorithm once, in order (a drift of the machine hits all)
+            for name, trainer in trainers.items():
                 t = time.perf_counter()
-                metrics = trainer.train_step(quiet)
-                secs.append(time.perf_counter() - t)
-            results[name] = {
-                "step_s": statistics.median(secs),
-                "runs_s": [round(x, 3) for x in secs],
-                "teacher_s": metrics.get("time/teacher_s", 0.0),
-                "update_s": metrics.get("time/update_s", 0.0),
+                last[name] = trainer.train_step(quiet)
+                secs[name].append(time.perf_counter() - t)
+                print(f"round {r + 1}: {name:>18} {secs[name][-1]:7.1f} s (teacher "
+                      f"{last[name].get('time/teacher_s', 0.0):.1f} s, update {last[name].get('time/update_s', 0.0):.1f} s)",
+                      flush=True)
+        results: dict[str, dict] = {
+            name: {
+                "step_s": statistics.median(secs[name]),
+                "runs_s": [round(x, 3) for x in secs[name]],
+                "teacher_s": last[name].get("time/teacher_s", 0.0),
+                "update_s": last[name].get("time/update_s", 0.0),
                 "overrides": ALGORITHMS[name],
             }
-            print(f"{name:>18}: {results[name]['step_s']:7.1f} s (teacher {results[name]['teacher_s']:.1f} s, "
-                  f"update {results[name]['update_s']:.1f} s)", flush=True)
-            del trainer
+            for name in args.algorithms
+        }
+        del trainers
     base = results["grpo"]["step_s"]
     print("\nalgorithm            post-rollout step   / GRPO")
     for name, r in results.items():

@@ -8,4 +8,10 @@ The package itself imports nothing, so reading responses (:mod:`serl.algo.masks`
 * :mod:`serl.algo.masks` — the response format (one parser), action spans and the action-token mask from
   generated ids (§6, §8.3).
 * :mod:`serl.algo.anchors` — anchor grouping (§4.2).
+
+The algorithm's parts (``conf/algorithm/<part>/``, docs/configuration.md): estimators
+:class:`~serl.algo.advantages.GRPO`, :mod:`~serl.algo.rloo`, :mod:`~serl.algo.gigpo`; losses
+:class:`~serl.algo.loss.PPOClip`, :mod:`~serl.algo.dapo`, :mod:`~serl.algo.gspo`, :mod:`~serl.algo.distill`;
+the reweighting :class:`~serl.algo.reweight.SerlReweight` (or none); sampling :mod:`~serl.algo.sampling`
+(DAPO's dynamic sampling in :mod:`~serl.algo.dapo`).
 """

@@ -2,9 +2,9 @@
 loss are callables chosen by ``_target_``; the trainer, learner and build run them without naming them.
 
 * a toy estimator (one function here, one config node built here) trains one step through the real trainer;
-* a toy loss the same way, and the learner computes entropies only for a loss that asks for them;
-* a toy sampling part (keep odd groups) makes the trainer play a second round and renumber the kept groups;
-  ``algorithm=dapo`` on the tiny model (no group ever differs) plays its 3 rounds and trains on the first;
+* a toy loss the same way (the learner computes entropies only for a loss that asks for them), with a toy
+  sampling part (keep odd groups) that makes the trainer play a second round and renumber the kept groups;
+* (slow) ``algorithm=dapo`` on the tiny model (no group ever differs) plays its 3 rounds, trains on the first;
 * the teacher is built only when the reweighting reads it and the feedback source is on.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -78,25 +79,23 @@ def test_toy_estimator_trains_one_step_through_the_real_trainer(tmp_path):
     assert moved > 0 and trainer.teacher is None
 
 
-def test_toy_loss_trains_one_step_and_gets_no_entropy(tmp_path):
+def test_toy_loss_and_sampling_part_train_one_step(tmp_path):
+    """A toy loss (no entropy asked, none computed) and a sampling part keeping odd groups: with 2 games per round
+    the trainer plays a second round to keep 2 groups, renumbered in order of arrival."""
     CALLS["loss"].clear()
-    node = {"_target_": f"{__name__}.toy_loss", "_partial_": True, "coef": 1.0}
+    loss = {"_target_": f"{__name__}.toy_loss", "_partial_": True, "coef": 1.0}
     advantage = {"_target_": f"{__name__}.toy_advantage", "_partial_": True, "scale": 1.0}
-    _, moved, line = _train_one_step(tmp_path, loss=node, advantage=advantage)
+    sampling = {"_target_": f"{__name__}.KeepOddGroups"}
+    trainer, moved, line = _train_one_step(tmp_path, "n_tasks=2", loss=loss, advantage=advantage, sampling=sampling)
     assert CALLS["loss"] and all(isinstance(x, LossInputs) and x.entropy is None for x in CALLS["loss"])
     assert "actor/toy_loss" in line and moved > 0
-
-
-def test_sampling_part_plays_rounds_until_n_tasks_groups_are_kept(tmp_path):
-    node = {"_target_": f"{__name__}.KeepOddGroups"}
-    trainer, moved, line = _train_one_step(tmp_path, "n_tasks=2", sampling=node)
     assert line["sampling/rounds"] == 2 and line["sampling/kept_groups"] == 2  # one odd group per round of 2 games
-    assert line["episode/step_samples"] > 0 and moved > 0
     rollout = trainer.rollout(5, Progress(1, enabled=False))
     seen = sorted({t.group_id for t in rollout.trajectories})
     assert seen == [0, 1] and rollout.stats["sampling/rounds"] == 2  # renumbered in order of arrival
 
 
+@pytest.mark.slow
 def test_dapo_plays_its_rounds_and_trains_on_the_first_when_no_group_differs(tmp_path):
     _, moved, line = _train_one_step(tmp_path, "algorithm=dapo")
     # the tiny model never wins: no group's outcomes differ, 3 rounds are played, the first round is trained on

@@ -27,7 +27,12 @@ RUN = [
     "rollout.max_new_tokens=40",  # room for a whole <think>...</think><action>...</action> response
     "teacher_log.every=0",
 ]
-BASELINES = ["rloo", "gigpo", "dapo", "gspo", "self_distill", "grpo_self_distill"]
+# In the default suite: an estimator (RLOO) and a loss that reads the teacher on every row (GRPO + distillation);
+# the others are `slow` (make test-all), about 20 s each on 2 cores.
+BASELINES = [
+    "rloo", "grpo_self_distill",
+    *(pytest.param(a, marks=pytest.mark.slow) for a in ("gigpo", "dapo", "gspo", "self_distill")),
+]
 
 
 @pytest.mark.parametrize("algorithm", BASELINES)
