@@ -38,6 +38,7 @@ ALGORITHMS = {
     "gigpo": ["algorithm=gigpo", "feedback=none"],
     "dapo": ["algorithm=dapo", "feedback=none"],
     "gspo": ["algorithm=gspo", "feedback=none"],
+    "ppo": ["algorithm=ppo", "feedback=none"],
     "serl": ["algorithm=serl", "feedback=state_diff", "insertion=anchor"],
     "self_distill": ["algorithm=self_distill", "feedback=state_diff", "insertion=anchor"],
     "grpo_self_distill": ["algorithm=grpo_self_distill", "feedback=state_diff", "insertion=anchor"],

@@ -11,10 +11,10 @@
 Grids (docs/sweeps.md), each a list of Hydra multiruns over the versioned sweep files in ``conf/sweep/``:
 
 * ``cpu`` (default): GRPO (``sweep=grpo``), every feedback source at anchor level (``sweep=feedback
-  insertion=anchor``), ``state_diff`` at step level, the RL baselines RLOO, GiGPO, DAPO, GSPO without a teacher
-  (``sweep=baselines``) and self-distillation alone and with GRPO (``sweep=distill``) — 14 runs per seed.
+  insertion=anchor``), ``state_diff`` at step level, the RL baselines RLOO, GiGPO, DAPO, GSPO, PPO without a teacher
+  (``sweep=baselines``) and self-distillation alone and with GRPO (``sweep=distill``) — 15 runs per seed.
 * ``full``: GRPO, every feedback source at both insertion levels (``sweep=grpo``, ``sweep=table``) and the
-  baselines (``sweep=baselines``, ``sweep=distill``) — 19 runs per seed.
+  baselines (``sweep=baselines``, ``sweep=distill``) — 20 runs per seed.
 
 Presets: ``default`` (the CPU preset of ``conf/train.yaml``, plus a held-out evaluation of the ``env.eval_pool``
 games after the last step, capped at the training episode length), ``cpu_study`` (``experiment=cpu_study``,

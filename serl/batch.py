@@ -18,9 +18,9 @@ from serl.policy.logprobs import pad_prompt_response
 from serl.types import Step, StepColumns, TrainBatch, Trajectory
 
 
-def step_columns(trajectories: Sequence[Trajectory]) -> StepColumns:
+def step_columns(trajectories: Sequence[Trajectory], values: torch.Tensor | None = None) -> StepColumns:
     """The step samples of ``trajectories`` as columns, rows in the trainer's order (every trajectory's
-    steps in step order, trajectories in the given order).
+    steps in step order, trajectories in the given order); ``values`` ``[N]`` are the critic's, in that order.
 
     ``anchor_ids``: within each group, the steps' ``state`` (the state the action was taken from; the
     observation for an env without one) grouped by equality (:func:`serl.algo.anchors.group_by_observation`,
@@ -48,6 +48,7 @@ def step_columns(trajectories: Sequence[Trajectory]) -> StepColumns:
         anchor_ids=long([anchor_of[(t.group_id, t.traj_id, s.step_id)] for t, s in rows]),
         response_lengths=long([len(s.response_ids) for _, s in rows]),
         truncated=torch.tensor([s.truncated for _, s in rows], dtype=torch.bool),
+        values=values,
     )
 
 

@@ -296,6 +296,9 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path, dist: Any = None):
 
     dist = dist or SINGLE
     parts = validate(cfg)
+    if dist.enabled and getattr(parts["algorithm.critic"].func, "enabled", False):
+        raise ConfigError("algorithm/critic runs in one process: PPO with a critic is not supported under torchrun "
+                          f"(world size {dist.world_size}); run it without torchrun")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     setup_runtime(cfg)
@@ -313,6 +316,7 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path, dist: Any = None):
     shard_model(model, dist, str(cfg.device), **c["distributed"])  # FSDP2 under torchrun, else a no-op
     loss, reweight = parts["algorithm.loss"], parts["algorithm.reweight"]
     learner = parts["learner"](model, loss=loss, reweight=reweight, dist=dist)
+    critic = parts["algorithm.critic"](model, pad_id=tokenizer.pad_token_id)  # NoCritic unless PPO's GAE reads one
     # the one switch for the teacher: a part that reads it (algorithm/reweight=serl, a distillation loss) and
     # feedback to show it; a loss that reads it needs its log-probs on every row, not only where A != 0
     uses_teacher = any(getattr(p, "uses_teacher", False) for p in (loss, reweight)) and parts["feedback"].enabled
@@ -351,6 +355,7 @@ def build_trainer(cfg: DictConfig, run_dir: str | Path, dist: Any = None):
         decay=parts["decay"],
         advantage=parts["algorithm.advantage"],
         sampling=parts["algorithm.sampling"],
+        critic=critic,
         tracker=tracker,
         decode=decode,
         pad_id=tokenizer.pad_token_id,

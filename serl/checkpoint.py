@@ -58,7 +58,7 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -89,6 +89,7 @@ class TrainingState:
     teacher: dict[str, torch.Tensor] | None
     rng: dict[str, Any]
     extra: dict[str, Any]
+    critic: dict[str, torch.Tensor] | None = None  # a value critic's flat tensors (serl.critic), single file only
 
 
 # ----------------------------------------------------------------------------------------------- RNG
@@ -230,6 +231,8 @@ def _flatten(state: TrainingState) -> tuple[dict[str, torch.Tensor], dict[str, s
     if state.teacher is not None:
         for name, t in state.teacher.items():
             tensors[f"teacher/{name}"] = t
+    for name, t in (state.critic or {}).items():
+        tensors[f"critic/{name}"] = t
     opt_scalars: dict[str, dict[str, Any]] = {}
     for idx, per_param in state.optimizer.get("state", {}).items():
         for key, v in per_param.items():
@@ -440,6 +443,7 @@ def load_checkpoint(run_or_file: str | Path, *, with_optimizer: bool = False) ->
     try:
         model: dict[str, torch.Tensor] = {}
         teacher: dict[str, torch.Tensor] = {}
+        critic: dict[str, torch.Tensor] = {}
         opt_state: dict[int, dict[str, Any]] = {}
         for key, t in tensors.items():
             kind, _, rest = key.partition("/")
@@ -447,6 +451,8 @@ def load_checkpoint(run_or_file: str | Path, *, with_optimizer: bool = False) ->
                 model[rest] = t
             elif kind == "teacher":
                 teacher[rest] = t
+            elif kind == "critic":
+                critic[rest] = t
             elif kind == "optimizer":
                 idx, _, name = rest.partition("/")
                 opt_state.setdefault(int(idx), {})[name] = t
@@ -463,6 +469,7 @@ def load_checkpoint(run_or_file: str | Path, *, with_optimizer: bool = False) ->
             teacher=teacher if json.loads(metadata["has_teacher"]) else None,
             rng=rng,
             extra=_loads(metadata["extra"]),
+            critic=critic or None,
         )
     except (KeyError, ValueError, TypeError) as e:
         raise ValueError(f"checkpoint {path} is incomplete or damaged ({type(e).__name__}: {e})") from e
@@ -478,6 +485,7 @@ def save_training_state(
     teacher: Mapping[str, torch.Tensor] | None,
     extra: Mapping[str, Any] | None = None,
     keep_last: int = 1,
+    critic: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Save what the next training step depends on; return the ``last.*`` path that now points at it.
 
@@ -487,6 +495,8 @@ def save_training_state(
     * ``teacher``: the teacher's snapshot (``{name: tensor}``, the trainable names and shapes; DTensors under
       FSDP), or None without a teacher.
     * ``extra``: JSON-able values (tuples stay tuples) given back by :func:`restore_training_state`.
+    * ``critic``: a value critic's flat ``{name: tensor}`` state (:meth:`serl.critic.ValueCritic.state_tensors`),
+      or None. Single-process only (a critic never runs under torchrun).
 
     Without a process group, or with a world size of 1, this writes today's single file
     ``directory/step_<step:06d>.safetensors`` and returns ``directory/last.safetensors``
@@ -510,8 +520,11 @@ def save_training_state(
             teacher=None if teacher is None else {k: _full(v).detach() for k, v in teacher.items()},
             rng=rng_state(),
             extra=extra,
+            critic=None if critic is None else {k: v.detach().cpu() for k, v in critic.items()},
         )
         return save_checkpoint(directory, state, keep_last=keep_last)
+    if critic is not None:
+        raise ValueError("a value critic's state is saved by a single process only (a critic never runs under torchrun)")
     return _save_dcp(Path(directory), int(step), model, optimizer, teacher, extra, keep_last, rank, world)
 
 
@@ -521,6 +534,7 @@ def restore_training_state(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None,
     teacher: Mapping[str, torch.Tensor] | None,
+    critic: Callable[[dict[str, torch.Tensor]], None] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Load a checkpoint into ``model``'s trainable parameters, ``optimizer`` and the ``teacher`` snapshot
     tensors, all IN PLACE, and set this process's RNG state; return ``(step, extra)``.
@@ -538,14 +552,18 @@ def restore_training_state(
     * a legacy ``last.pt``: one process only.
 
     ``optimizer=None`` skips the optimizer. The teacher snapshot is loaded when both ``teacher`` and the
-    checkpoint have one; otherwise ``teacher`` is left as it is. Names or shapes that do not match the model
+    checkpoint have one; otherwise ``teacher`` is left as it is. ``critic`` (a value critic's
+    :meth:`~serl.critic.ValueCritic.load_state_tensors`) is called with the saved critic state; a checkpoint
+    without one raises ``ValueError`` then. Names or shapes that do not match the model
     (another model or LoRA setting), the optimizer or the teacher raise ``ValueError`` naming the checkpoint,
     before any weight is changed.
     """
     path = checkpoint_path(path)
     if path.suffix == ".dcp":
+        if critic is not None:
+            raise ValueError(f"checkpoint {path} was written by several ranks: it holds no critic state")
         return _restore_dcp(path, model, optimizer, teacher)
-    return _restore_file(path, model, optimizer, teacher)
+    return _restore_file(path, model, optimizer, teacher, critic)
 
 
 # ------------------------------------------------------------------------------------ DTensor helpers
@@ -619,9 +637,12 @@ def _check_names_and_shapes(expected: Mapping[str, tuple[int, ...]], saved: Mapp
 
 # --------------------------------------------------------------------------- restore from one file
 def _restore_file(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                  teacher: Mapping[str, torch.Tensor] | None) -> tuple[int, dict[str, Any]]:
+                  teacher: Mapping[str, torch.Tensor] | None,
+                  critic: Callable[[dict[str, torch.Tensor]], None] | None = None) -> tuple[int, dict[str, Any]]:
     """A safetensors file or legacy ``last.pt`` into this process's model (plain tensors or DTensor shards)."""
     state = load_checkpoint(path)
+    if critic is not None and state.critic is None:
+        raise ValueError(f"checkpoint {path} holds no critic state (it was written by a run without algorithm.critic)")
     sharded = any(_is_dtensor(p) for p in model.parameters())
     if path.suffix == ".pt" and sharded:
         raise ValueError(f"checkpoint {path} is a legacy .pt file; it can only be restored without FSDP")
@@ -639,6 +660,8 @@ def _restore_file(path: Path, model: torch.nn.Module, optimizer: torch.optim.Opt
                                 {k: tuple(v.shape) for k, v in state.teacher.items()},
                                 f"checkpoint {path}: the teacher snapshot")
     opt_state = _optimizer_state_for(optimizer, state.optimizer, path) if optimizer is not None else None
+    if critic is not None:  # checks its names and shapes before it changes anything, like the checks above
+        critic(state.critic)
     if params is None:
         load_trainable(model, state.model, path)
     else:

@@ -217,6 +217,7 @@ class AlgorithmSection(Section):
     loss: Option
     reweight: Option
     sampling: Option
+    critic: Option
     response_format: Literal["serl", "reference"] = "serl"
     # the teacher's knobs: conf/train.yaml's `teacher` node passes them on (${algorithm.<key>}); their rules are
     # the constructor's (serl.knobs), checked here where they are set
@@ -747,7 +748,24 @@ def check_config(kind: str, data: dict, origin: Origin | None = None) -> dict[st
         raise ConfigError(_one_line(_format_error(schema, e.errors()[0], data, origin))) from None
     built = _build_options(schema, data, "", origin)
     _CROSS[kind](parsed, data)
+    if kind == "train":
+        _check_critic(built)
     return built
+
+
+def _check_critic(built: dict[str, Any]) -> None:
+    """An estimator that reads a critic's values (``uses_critic``, PPO's GAE) needs one, and a critic is trained
+    only for such an estimator."""
+    estimator, critic = built["algorithm.advantage"], built["algorithm.critic"]
+    needs = bool(getattr(estimator, "uses_critic", False))
+    has = bool(getattr(getattr(critic, "func", critic), "enabled", False))
+    name = type(estimator).__name__
+    if needs and not has:
+        raise ConfigError(f"algorithm/advantage={name} reads a critic's state values, but algorithm/critic is none: "
+                          "set algorithm/critic=head (a head on the policy) or algorithm/critic=model (algorithm=ppo does)")
+    if has and not needs:
+        raise ConfigError(f"algorithm/critic trains a value function that algorithm/advantage={name} never reads: "
+                          "set algorithm/critic=none, or algorithm/advantage=gae")
 
 
 def _build_options(schema: type, data: dict, prefix: str, origin: Origin | None) -> dict[str, Any]:

@@ -32,7 +32,7 @@ SUMMARY_KEYS = {HELDOUT: "last/eval/success_rate", TRAINING: "mean/episode/succe
 CURVE_KEYS = {HELDOUT: "eval/success_rate", TRAINING: "episode/success_rate"}
 METHODS = {  # algorithm option -> its name in tables (the baselines' sources: docs/configuration.md)
     "serl": "SERL", "serl_reference": "SERL (reference)", "grpo": "GRPO", "rloo": "RLOO", "gigpo": "GiGPO",
-    "dapo": "DAPO", "gspo": "GSPO", "self_distill": "Self-distillation", "grpo_self_distill": "GRPO + self-distillation",
+    "dapo": "DAPO", "gspo": "GSPO", "ppo": "PPO", "self_distill": "Self-distillation", "grpo_self_distill": "GRPO + self-distillation",
 }
 TEACHER_OPTIONAL = ("serl", "serl_reference")  # with feedback=none these are plain GRPO
 GRPO = "GRPO"

@@ -36,6 +36,7 @@ import torch
 
 from serl.algo.sampling import KeepAll
 from serl.batch import action_masks, collate, step_columns
+from serl.critic import NoCritic
 from serl.checkpoint import assert_finite, check_writable, checkpoint_path, restore_training_state, save_training_state
 from serl.distributed import SINGLE, Dist, local_tensor, merge_counts
 from serl.envs.base import EnvSuite
@@ -109,6 +110,7 @@ class Trainer:
         pad_id: int,
         dist: Dist = SINGLE,
         sampling: Callable[[StepColumns], torch.Tensor] = KeepAll(),
+        critic: Any = NoCritic(),
     ):
         if settings.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0 (0: never), got {settings.eval_every}")
@@ -126,6 +128,7 @@ class Trainer:
         self.decay = decay
         self.advantage = advantage  # the algorithm's estimator: step columns -> [N] advantages (serl/algo/)
         self.sampling = sampling  # which groups of a round are kept, and how many rounds a step may play
+        self.critic = critic  # the state values V(s_t) the estimator may read (algorithm.critic, serl/critic.py)
         self.tracker = tracker
         self.decode = decode
         self.pad_id = pad_id
@@ -149,6 +152,7 @@ class Trainer:
             teacher=self.teacher.snapshot if self.teacher is not None else None,
             extra={"run_dir": str(self.s.run_dir)},
             keep_last=self.s.keep_last,
+            critic=self.critic.state_tensors(),
         )
         self.checkpoint_s += time.time() - t0
         return path
@@ -162,6 +166,7 @@ class Trainer:
             model=self.model,
             optimizer=self.learner.optimizer,
             teacher=self.teacher.snapshot if self.teacher is not None else None,
+            critic=self.critic.load_state_tensors if self.critic.enabled else None,
         )
         self.tracker.rewind(self.step)
         self.worker.sync_weights(self.model)
@@ -314,13 +319,16 @@ class Trainer:
             raise RuntimeError(f"training step {u + 1}: every episode was dropped after env failures (warnings above)")
         steps = [s for t in trajectories for s in t.steps]
         owners = [t for t in trajectories for _ in t.steps]
+        self.worker.sleep()  # a sleeping vLLM engine frees the GPU for the critic, teacher and update (rollout.sleep)
 
-        # 2. reward & advantage (GRPO: §1.4-1.5; any estimator of algorithm.advantage); the action tokens (§6)
-        advantages = self.advantage(step_columns(trajectories))
+        # 2. reward & advantage (GRPO: §1.4-1.5; any estimator of algorithm.advantage, PPO's GAE from the
+        #    critic's state values); the action tokens (§6)
+        with timer("critic"):
+            columns = step_columns(trajectories, values=self.critic.values(steps))
+        advantages = self.advantage(columns)
         masks = action_masks(steps, self.decode, self.suite.response_format)
 
         # 3-5. insertion + feedback -> teacher log-probs on the action tokens, while λ > 0 (§2-§4)
-        self.worker.sleep()  # a sleeping vLLM engine frees the GPU for the teacher and the update (rollout.sleep)
         synced = self.teacher is not None and self.teacher.maybe_sync(self.model, u)
         scores = None  # the teacher's log-probs, while λ > 0
         if lam > 0:
@@ -334,6 +342,8 @@ class Trainer:
             lp, has = (scores.logprobs, scores.has_context) if scores is not None else (None, None)
             batch = collate(steps, advantages, masks, self.pad_id, lp, has)
             metrics = self.learner.update(batch, lam)
+        with timer("critic"):  # PPO: the critic regresses V(s_t) on the estimator's value targets
+            metrics.update(self.critic.update(columns, self.advantage))
         assert_finite(
             {k: local_tensor(p.detach()) for k, p in trainable_parameters(self.model).items()},
             f"the policy after training step {u + 1} (nothing of it was saved)",

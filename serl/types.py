@@ -163,6 +163,7 @@ class StepColumns:
     anchor_ids: torch.Tensor  # [N] long, same id = same group and same state before the step
     response_lengths: torch.Tensor  # [N] long, sampled response tokens
     truncated: torch.Tensor  # [N] bool, the response was cut by max_new_tokens (no eos)
+    values: torch.Tensor | None = None  # [N] float, the critic's V(s_t) of each row (algorithm.critic); None: no critic
 
     def __len__(self) -> int:
         return self.group_ids.shape[0]

@@ -46,9 +46,9 @@ def warm_start_tiny(out_dir: Path, env: dict[str, str] | None = None) -> Path:
     return out_dir / "model"
 
 
-def make_columns(groups, trajs, episode_rewards, *, valid=None, steps=None, step_rewards=None, anchors=None):
+def make_columns(groups, trajs, episode_rewards, *, valid=None, steps=None, step_rewards=None, anchors=None, values=None):
     """A :class:`serl.types.StepColumns` written by hand for estimator tests: defaults every step valid, step
-    id 0, step reward 0, each row its own anchor, responses of 3 tokens, none truncated."""
+    id 0, step reward 0, each row its own anchor, responses of 3 tokens, none truncated, no critic values."""
     import torch
 
     from serl.types import StepColumns
@@ -62,4 +62,23 @@ def make_columns(groups, trajs, episode_rewards, *, valid=None, steps=None, step
         valid=torch.tensor(valid if valid is not None else [True] * n, dtype=torch.bool),
         anchor_ids=long(anchors if anchors is not None else range(n)), response_lengths=long([3] * n),
         truncated=torch.zeros(n, dtype=torch.bool),
+        values=None if values is None else torch.tensor(values, dtype=torch.float32),
     )
+
+
+def documented_metric_patterns() -> list:
+    """Regexes for the metric names in the table of docs/metrics.md (`{a,b}` and `<name>` expanded)."""
+    import re
+
+    table = (ROOT / "docs" / "metrics.md").read_text()
+    patterns = []
+    for line in table.splitlines():
+        if not line.startswith("| `"):
+            continue
+        first_cell = line.split("|")[1]
+        for name in re.findall(r"`([^`]+)`", first_cell):
+            rx = re.escape(name)
+            rx = re.sub(r"\\\{([^}]*)\\\}", lambda m: "(" + m.group(1).replace(",", "|").replace("\\ ", "") + ")", rx)
+            rx = re.sub(r"<[^>]+>", "[^/]+", rx)
+            patterns.append(re.compile(rx + "$"))
+    return patterns

@@ -166,3 +166,37 @@ def response_logprobs(
     if with_argmax_match:
         extras.append(torch.cat(out_match, dim=0))
     return (logprobs, *extras) if extras else logprobs
+
+
+def last_hidden_states(
+    model, prompts: Sequence[Sequence[int]], pad_id: int, micro_batch_size: int = 8, grad: bool = False
+) -> torch.Tensor:
+    """The final layer's hidden state at the last token of every prompt, ``[N, H]`` float32: a state's features
+    for a value head (:mod:`serl.critic`).
+
+    Prompts are left-padded (position ids from the mask, as for the log-probs), processed in micro-batches of
+    ``micro_batch_size`` rows of similar length (sorted by length, results in the given order); the LM head is
+    skipped where the model supports ``logits_to_keep`` (one position is kept). ``grad=True`` keeps the
+    autograd graph.
+    """
+    if len(prompts) == 0 or any(len(p) == 0 for p in prompts):
+        raise ValueError("last_hidden_states needs at least one prompt and no empty prompt")
+    if micro_batch_size < 1:
+        raise ValueError(f"micro_batch_size must be >= 1, got {micro_batch_size}")
+    device = next(model.parameters()).device
+    keep = _supports_logits_to_keep(model)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[torch.Tensor] = [torch.empty(0)] * len(prompts)
+    with torch.set_grad_enabled(grad):
+        for start in range(0, len(order), micro_batch_size):
+            rows = order[start : start + micro_batch_size]
+            ids, mask, _ = pad_prompt_response([prompts[i] for i in rows], [[] for _ in rows], pad_id)
+            ids, mask = ids.to(device), mask.to(device)
+            kwargs = dict(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                          use_cache=False, output_hidden_states=True)
+            if keep:
+                kwargs["logits_to_keep"] = 1
+            hidden = model(**kwargs).hidden_states[-1][:, -1, :].float()  # left padding: the last column is real
+            for k, i in enumerate(rows):
+                out[i] = hidden[k]
+    return torch.stack(out)

@@ -27,10 +27,10 @@ RUN = [
     "rollout.max_new_tokens=40",  # room for a whole <think>...</think><action>...</action> response
     "teacher_log.every=0",
 ]
-# In the default suite: an estimator (RLOO) and a loss that reads the teacher on every row (GRPO + distillation);
-# the others are `slow` (make test-all), about 20 s each on 2 cores.
+# In the default suite: an estimator (RLOO), a loss that reads the teacher on every row (GRPO + distillation) and
+# PPO with its critic; the others are `slow` (make test-all), about 20 s each on 2 cores.
 BASELINES = [
-    "rloo", "grpo_self_distill",
+    "rloo", "grpo_self_distill", "ppo",
     *(pytest.param(a, marks=pytest.mark.slow) for a in ("gigpo", "dapo", "gspo", "self_distill")),
 ]
 

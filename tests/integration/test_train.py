@@ -19,7 +19,7 @@ import torch
 from serl.build import build_trainer
 from serl.checkpoint import load_checkpoint
 from serl.policy.models import load_policy, resolve_model_path
-from tests.helpers import ROOT, TINY_RUN, compose_cfg
+from tests.helpers import ROOT, TINY_RUN, compose_cfg, documented_metric_patterns
 
 
 def test_entry_point_two_steps_changes_parameters_and_writes_wandb_offline(tmp_path):
@@ -146,29 +146,11 @@ def test_lora_option_trains_only_the_adapter(tmp_path):
     assert changed and all("lora_" in k for k in changed), sorted(changed)[:5]
 
 
-def _documented_metric_patterns() -> list:
-    """Regexes for the metric names in the table of docs/metrics.md (`{a,b}` and `<name>` expanded)."""
-    import re
-
-    table = (ROOT / "docs" / "metrics.md").read_text()
-    patterns = []
-    for line in table.splitlines():
-        if not line.startswith("| `"):
-            continue
-        first_cell = line.split("|")[1]
-        for name in re.findall(r"`([^`]+)`", first_cell):
-            rx = re.escape(name)
-            rx = re.sub(r"\\\{([^}]*)\\\}", lambda m: "(" + m.group(1).replace(",", "|").replace("\\ ", "") + ")", rx)
-            rx = re.sub(r"<[^>]+>", "[^/]+", rx)
-            patterns.append(re.compile(rx + "$"))
-    return patterns
-
-
 def test_every_logged_metric_is_documented(tmp_path):
     trainer = _trainer(tmp_path, "doc", "steps=1", "insertion=anchor")
     trainer.train()
     trainer.tracker.close()
-    patterns = _documented_metric_patterns()
+    patterns = documented_metric_patterns()
     undocumented = [n for n in trainer.history[0] if not any(p.match(n) for p in patterns)]
     assert not undocumented, undocumented
 

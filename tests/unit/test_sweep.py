@@ -77,15 +77,16 @@ def test_train_py_refuses_a_missing_launcher_plugin_before_hydra_starts(tmp_path
 
 
 def test_reproduce_table_grids_and_commands():
-    """The CPU grid is GRPO + every feedback source at anchor level + state_diff at step level (8 runs per seed),
-    the full grid GRPO + every source at both levels (13); one multirun command per block into one folder."""
+    """The CPU grid is GRPO + every feedback source at anchor level + state_diff at step level + the RL baselines
+    + the distillation baselines (15 runs per seed), the full grid GRPO + every source at both levels + the
+    baselines (20); one multirun command per block into one folder."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("reproduce_table", ROOT / "scripts" / "reproduce_table.py")
     rt = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rt)
-    assert [rt.runs_per_seed(b) for b in rt.GRIDS["cpu"]] == [1, 6, 1, 4, 2]
-    assert [rt.runs_per_seed(b) for b in rt.GRIDS["full"]] == [1, 12, 4, 2]
+    assert [rt.runs_per_seed(b) for b in rt.GRIDS["cpu"]] == [1, 6, 1, 5, 2]  # baselines: RLOO, GiGPO, DAPO, GSPO, PPO
+    assert [rt.runs_per_seed(b) for b in rt.GRIDS["full"]] == [1, 12, 5, 2]
     cmd = rt.multirun_command(["sweep=feedback", "insertion=anchor"], 3, "default", ROOT / "o", "joblib", 2, ["x=1"])
     assert cmd[1:4] == [str(ROOT / "scripts" / "train.py"), "-m", "sweep=feedback"]
     for arg in ("insertion=anchor", "seed=0,1,2", "eval_every=${steps}", f"hydra.sweep.dir={ROOT / 'o'}",
