@@ -27,6 +27,8 @@ def step_columns(trajectories: Sequence[Trajectory], values: torch.Tensor | None
     the grouping of ``insertion.key=state_change``), offset so that ids of different groups differ.
     """
     rows = [(t, s) for t in trajectories for s in t.steps]
+    if values is not None and tuple(values.shape) != (len(rows),):
+        raise ValueError(f"values must be [N={len(rows)}], one per step sample, got shape {tuple(values.shape)}")
     anchor_of: dict[tuple[int, int, int], int] = {}
     by_group: dict[int, list[tuple[Trajectory, Step]]] = {}
     for t, s in rows:
