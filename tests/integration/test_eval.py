@@ -21,7 +21,7 @@ import torch
 from serl.build import build_policy, build_suite, build_trainer, build_worker
 from serl.evaluation import evaluate
 from tests.helpers import ROOT, TINY_RUN, compose_cfg
-from tests.integration.test_train import _documented_metric_patterns
+from tests.helpers import documented_metric_patterns
 
 EVAL_KEYS = (
     "eval/success_rate",
@@ -200,7 +200,7 @@ def test_trainer_evaluates_every_step_without_changing_training(tmp_path):
         record = json.loads((tmp_path / "eval" / "evals" / f"step_{step:06d}.json").read_text())
         assert record["step"] == step and len(record["games"]) == 1
         assert record["settings"] == {"n_games": 1, "temperature": 0.4, "max_turns": 2, "seed": 0}
-    patterns = _documented_metric_patterns()
+    patterns = documented_metric_patterns()
     undocumented = [n for n in logged[0] if n != "step" and not any(p.match(n) for p in patterns)]
     assert not undocumented, undocumented
 
