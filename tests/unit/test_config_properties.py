@@ -51,7 +51,7 @@ ZERO_OK = {
     "teacher_log.every", "teacher_log.max_chars", "env_workers.processes", "env_workers.retries", "env.seed",
     "env.history_length", "algorithm.advantage.invalid_penalty", "algorithm.loss.clip_low", "algorithm.loss.clip_high",
     "algorithm.loss.entropy_coef", "algorithm.reweight.weight_clip", "learner.weight_decay",
-    "algorithm.advantage.gamma", "algorithm.advantage.step_weight", "algorithm.advantage.eps", "algorithm.loss.coef",
+    "algorithm.advantage.gamma", "algorithm.advantage.lam", "algorithm.advantage.step_weight", "algorithm.advantage.eps", "algorithm.loss.coef",
     "algorithm.loss.base.clip_low", "algorithm.loss.base.clip_high", "algorithm.loss.base.entropy_coef", "feedback.max_steps",
     "feedback.temperature", "feedback.retries", "decay.lambda0", "decay.factor", "decay.horizon@linear",
     "model.lora.lora_dropout", "lora.lora_dropout", "max_detours", "weight_decay",
@@ -60,7 +60,7 @@ ZERO_OK = {
 NULL_OK = {  # null is documented-legal
     "resume", "logger.entity", "logger.group", "env.data_root", "env.cache_dir", "env.task_types", "insertion.similarity",
     "max_steps", "adapter_dir", "model.lora", "lora", "decay.horizon@exponential", "decay.horizon@step",
-    "model.lora.target_modules", "lora.target_modules", "algorithm.loss.base",
+    "model.lora.target_modules", "lora.target_modules", "algorithm.loss.base", "algorithm.critic.value_clip",
 }
 NULL_KIND = {  # the kind of a key whose default is null
     "resume": "str", "logger.entity": "str", "logger.group": "str", "env.data_root": "str", "env.cache_dir": "str",
@@ -71,7 +71,7 @@ KIND = {  # keys whose YAML default is an integer but which take any number
     "feedback.timeout": "float", "model.lora.lora_alpha": "float", "lora.lora_alpha": "float",
 }
 AT_MOST_ONE = {  # ranges that end at 1 (1.5 and 1e20 are wrong)
-    "rollout.top_p", "rollout.gpu_memory_utilization", "algorithm.loss.clip_low", "algorithm.advantage.gamma", "decay.lambda0", "decay.factor",
+    "rollout.top_p", "rollout.gpu_memory_utilization", "algorithm.loss.clip_low", "algorithm.advantage.gamma", "algorithm.advantage.lam", "decay.lambda0", "decay.factor",
     "insertion.similarity", "model.lora.lora_dropout", "lora.lora_dropout",
 }
 BELOW_ONE = {"algorithm.loss.clip_low", "algorithm.loss.base.clip_low", "insertion.similarity", "model.lora.lora_dropout", "lora.lora_dropout"}  # 1 is wrong

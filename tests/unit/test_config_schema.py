@@ -164,7 +164,7 @@ def test_documented_train_commands_validate(overrides, monkeypatch):
     cfg = compose_cfg(overrides)
     if cfg.rollout.name == "vllm":  # the paper recipe's engine: its knobs are checked as if vLLM were installed
         monkeypatch.setattr("serl.policy.vllm_engine.vllm_available", lambda: True)
-    parts = {"algorithm.advantage", "algorithm.loss", "algorithm.reweight", "algorithm.sampling"}
+    parts = {"algorithm.advantage", "algorithm.loss", "algorithm.reweight", "algorithm.sampling", "algorithm.critic"}
     assert set(validate(cfg)) == {"env", "decay", "feedback", "insertion", "learner", "teacher", *parts}
 
 
