@@ -6,7 +6,7 @@
 One rollout of the preset's first training step (1 game × 5 episodes, 6 turns, the warm-started SmolLM2-135M) is
 played once with GRPO's trainer; then, for every algorithm, a trainer is built from the same config (fresh
 weights, ``algorithm=<name>``), and in each of ``--repeats`` rounds every trainer's ``train_step`` runs once, in
-turn, on a copy of that rollout: the estimator, the teacher pass (when a part reads the teacher) and the update
+turn, on a copy of that rollout: the critic (PPO), the estimator, the teacher pass (when a part reads the teacher) and the update
 on the same step samples. Interleaving the algorithms spreads a slow drift of the machine over all of them. The rollout is shared so
 the sampled text does not differ between algorithms; what the step costs beyond it is what differs. Plain RL
 baselines run without a teacher (``feedback=none``, as in ``sweep=baselines``); SERL, the self-distillation
@@ -96,14 +96,15 @@ def main(argv: list[str]) -> dict:
                 t = time.perf_counter()
                 last[name] = trainer.train_step(quiet)
                 secs[name].append(time.perf_counter() - t)
-                print(f"round {r + 1}: {name:>18} {secs[name][-1]:7.1f} s (teacher "
-                      f"{last[name].get('time/teacher_s', 0.0):.1f} s, update {last[name].get('time/update_s', 0.0):.1f} s)",
-                      flush=True)
+                m = last[name]
+                print(f"round {r + 1}: {name:>18} {secs[name][-1]:7.1f} s (teacher {m.get('time/teacher_s', 0.0):.1f} s, "
+                      f"critic {m.get('time/critic_s', 0.0):.1f} s, update {m.get('time/update_s', 0.0):.1f} s)", flush=True)
         results: dict[str, dict] = {
             name: {
                 "step_s": statistics.median(secs[name]),
                 "runs_s": [round(x, 3) for x in secs[name]],
                 "teacher_s": last[name].get("time/teacher_s", 0.0),
+                "critic_s": last[name].get("time/critic_s", 0.0),
                 "update_s": last[name].get("time/update_s", 0.0),
                 "overrides": ALGORITHMS[name],
             }
