@@ -9,7 +9,7 @@ callers see ``float``, ``int`` and ``str``.
 """
 
 import string
-from typing import Annotated, Literal
+from typing import Annotated
 
 from annotated_types import Ge, Gt, Lt
 from pydantic import AfterValidator
@@ -17,9 +17,7 @@ from pydantic import AfterValidator
 PositiveFloat = Annotated[float, Gt(0)]  # > 0 (learning rate, grad-norm bound, temperature)
 NonNegativeFloat = Annotated[float, Ge(0)]  # >= 0 (weight decay, clip ranges, coefficients)
 UnitFloat = Annotated[float, Ge(0), Lt(1)]  # in [0, 1) (Adam betas, the PPO clip below 1)
-DualClip = Annotated[float, Gt(1)]  # > 1 (the dual-clip bound on negative advantages)
 Count = Annotated[int, Ge(1)]  # >= 1 (batch sizes, epochs, intervals, token budgets)
-StudentLogprob = Literal["old", "current"]  # the student log-prob in the teacher gap (docs/differences.md)
 
 TEMPLATE_FIELDS = ("prompt", "privileged_context")
 

@@ -78,9 +78,18 @@ def _check_ids(name: str, ids: Tensor, n: int) -> None:
         raise ValueError(f"{name} must be an integer tensor (torch.long), got dtype {ids.dtype}")
 
 
+def _check_nonneg(name: str, x: float) -> None:
+    if not (isinstance(x, (int, float)) and math.isfinite(x) and x >= 0):
+        raise ValueError(f"{name} must be a finite float >= 0, got {x!r}")
+
+
+def _check_unit(name: str, x: float) -> None:
+    if not (isinstance(x, (int, float)) and math.isfinite(x) and 0 <= x <= 1):
+        raise ValueError(f"{name} must be a float in [0, 1], got {x!r}")
+
+
 def _check_eps(eps: float) -> None:
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"eps must be a finite float >= 0, got {eps!r}")
+    _check_nonneg("eps", eps)
 
 
 def _float_dtype(x: Tensor) -> torch.dtype:
@@ -89,8 +98,7 @@ def _float_dtype(x: Tensor) -> torch.dtype:
 
 def check_invalid_penalty(invalid_penalty: float) -> None:
     """ValueError unless ``invalid_penalty`` is a finite float >= 0 (every estimator's knob, §1.4)."""
-    if not (isinstance(invalid_penalty, (int, float)) and math.isfinite(invalid_penalty) and invalid_penalty >= 0):
-        raise ValueError(f"invalid_penalty must be a finite float >= 0, got {invalid_penalty!r}")
+    _check_nonneg("invalid_penalty", invalid_penalty)
 
 
 def step_scores(episode_rewards: Tensor, valid: Tensor, invalid_penalty: float = 0.1) -> Tensor:

@@ -34,7 +34,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from serl.algo.loss import PPOClip, _check_same_shape, masked_mean
+from serl.algo.loss import PPOClip, _check_same_shape, check_token_tensors, masked_mean
 from serl.types import LossInputs
 
 __all__ = ["SelfDistill", "self_distill_loss"]
@@ -57,11 +57,7 @@ def self_distill_loss(
         ``distill_reverse_kl`` (token-mean of ``k_t`` over the selected tokens), ``distill_tokens`` (selected
         share of the response tokens; 0.0 when there are none).
     """
-    if not isinstance(logprobs, Tensor) or logprobs.dim() != 2:
-        shape = tuple(logprobs.shape) if isinstance(logprobs, Tensor) else type(logprobs).__name__
-        raise ValueError(f"logprobs must be a 2-D tensor [N, T], got {shape}")
-    _check_same_shape("teacher_logprobs", teacher_logprobs, logprobs.shape, "logprobs")
-    _check_same_shape("response_mask", response_mask, logprobs.shape, "logprobs")
+    check_token_tensors(logprobs, teacher_logprobs=teacher_logprobs, response_mask=response_mask)
     _check_same_shape("has_context", has_context, logprobs.shape[:1], "logprobs' rows")
 
     response = response_mask.bool()

@@ -40,8 +40,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from serl.algo.advantages import _check_1d, _check_eps, _check_ids, _float_dtype, check_invalid_penalty, step_scores
-from serl.algo.gigpo import _check_unit, _returns64, _trajectories
+from serl.algo.advantages import _check_1d, _check_eps, _check_ids, _check_unit, _float_dtype, check_invalid_penalty, step_scores
+from serl.algo.gigpo import _returns64, _trajectories
 from serl.types import StepColumns
 
 __all__ = ["gae_advantages", "whiten", "clipped_value_loss", "GAE"]

@@ -35,30 +35,21 @@ Notes
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from serl.algo.advantages import _check_1d, _check_eps, _check_ids, _float_dtype, _group_normalise, check_invalid_penalty, step_scores
+from serl.algo.advantages import (
+    _check_1d, _check_eps, _check_ids, _check_nonneg, _check_unit, _float_dtype, _group_normalise, check_invalid_penalty, step_scores,
+)
 from serl.types import StepColumns
 
 __all__ = ["discounted_returns", "GiGPO", "NORMS"]
 
 #: GiGPO's normalisations of both levels: centre and divide by the std, or only centre.
 NORMS = ("mean_std", "mean")
-
-
-def _check_unit(name: str, x: float) -> None:
-    if not (isinstance(x, (int, float)) and math.isfinite(x) and 0 <= x <= 1):
-        raise ValueError(f"{name} must be a float in [0, 1], got {x!r}")
-
-
-def _check_nonneg(name: str, x: float) -> None:
-    if not (isinstance(x, (int, float)) and math.isfinite(x) and x >= 0):
-        raise ValueError(f"{name} must be a finite float >= 0, got {x!r}")
 
 
 def _trajectories(group_ids: Tensor, traj_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -40,13 +40,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from serl.algo.loss import LOG_RATIO_CLAMP, _check_same_shape, check_clip_knobs, masked_mean
+from serl.algo.loss import LOG_RATIO_CLAMP, check_clip_knobs, check_token_tensors, entropy_bonus, masked_mean
 from serl.types import LossInputs
 
 __all__ = ["GSPO", "gspo_loss"]
-
-_NO_DUAL_CLIP = 2.0  # GSPO has no dual clip: a valid placeholder for check_clip_knobs' clip_c
-
 
 def _row_means(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """Per-row mean of ``x`` ``[N, T]`` over ``mask`` ``[N, T]`` bool. Returns ``(means [N], nonempty [N])``:
@@ -87,15 +84,7 @@ def gspo_loss(
         over rows with a response token), ``ppo_kl`` (token-mean of ``ℓ_old − ℓ``, unclamped, as PPOClip's),
         ``entropy`` (token-mean; 0.0 when ``entropy`` is None).
     """
-    if not isinstance(logprobs, Tensor) or logprobs.dim() != 2:
-        shape = tuple(logprobs.shape) if isinstance(logprobs, Tensor) else type(logprobs).__name__
-        raise ValueError(f"logprobs must be a 2-D tensor [N, T], got {shape}")
-    shape = logprobs.shape
-    _check_same_shape("old_logprobs", old_logprobs, shape, "logprobs")
-    _check_same_shape("advantages", advantages, shape, "logprobs")
-    _check_same_shape("response_mask", response_mask, shape, "logprobs")
-    if entropy is not None:
-        _check_same_shape("entropy", entropy, shape, "logprobs")
+    check_token_tensors(logprobs, old_logprobs=old_logprobs, advantages=advantages, response_mask=response_mask, entropy=entropy)
     check_gspo_knobs(clip_low, clip_high, entropy_coef)
 
     mask = response_mask.bool()
@@ -115,11 +104,7 @@ def gspo_loss(
     row_loss, _ = _row_means(token_loss, mask)  # token-mean within each sequence ...
     pg_loss = masked_mean(row_loss, nonempty)  # ... then mean over the sequences with a token
 
-    loss = pg_loss
-    entropy_mean = None
-    if entropy is not None:
-        entropy_mean = masked_mean(entropy.to(logprobs.dtype), mask)
-        loss = pg_loss - entropy_coef * entropy_mean
+    loss, entropy_mean = entropy_bonus(pg_loss, entropy, mask, entropy_coef)
 
     with torch.no_grad():
         clipped, _ = _row_means((loss_clipped > loss_unclipped).to(logprobs.dtype), mask)
@@ -131,16 +116,14 @@ def gspo_loss(
         "pg_clipfrac": float(clipfrac.item()),
         "seq_ratio_mean": float(seq_ratio_mean.item()),
         "ppo_kl": float(ppo_kl.item()),
-        "entropy": float(entropy_mean.detach().item()) if entropy_mean is not None else 0.0,
+        "entropy": entropy_mean,
     }
     return loss, stats
 
 
 def check_gspo_knobs(clip_low: float, clip_high: float, entropy_coef: float) -> None:
     """ValueError naming the first knob of :func:`gspo_loss` outside its range."""
-    if not (isinstance(clip_low, (int, float)) and 0.0 <= clip_low < 1.0):  # 1 would allow ratio 0
-        raise ValueError(f"clip_low must be a float in [0, 1), got {clip_low!r}")
-    check_clip_knobs(clip_low, clip_high, _NO_DUAL_CLIP, entropy_coef)
+    check_clip_knobs(clip_low, clip_high, None, entropy_coef, low_below_one=True)  # no dual clip in GSPO
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,8 @@ from torch import Tensor
 
 from serl.types import LossInputs
 
-__all__ = ["masked_mean", "sft_nll", "token_entropy", "ppo_clip_loss", "PPOClip", "LOG_RATIO_CLAMP"]
+__all__ = ["masked_mean", "sft_nll", "token_entropy", "ppo_clip_loss", "PPOClip", "LOG_RATIO_CLAMP", "check_token_tensors",
+           "entropy_bonus", "check_clip_knobs"]
 
 LOG_RATIO_CLAMP = 20.0
 
@@ -52,6 +53,26 @@ def _check_same_shape(name: str, x: Tensor, shape: torch.Size, like: str) -> Non
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.shape != shape:
         raise ValueError(f"{name} must have the shape of {like} {tuple(shape)}, got {tuple(x.shape)}")
+
+
+def check_token_tensors(logprobs: Tensor, **others: Tensor | None) -> None:
+    """ValueError unless ``logprobs`` is a 2-D ``[N, T]`` tensor and every other tensor given (by name; None is
+    skipped) has its shape: the per-token inputs of a policy loss."""
+    if not isinstance(logprobs, Tensor) or logprobs.dim() != 2:
+        shape = tuple(logprobs.shape) if isinstance(logprobs, Tensor) else type(logprobs).__name__
+        raise ValueError(f"logprobs must be a 2-D tensor [N, T], got {shape}")
+    for name, x in others.items():
+        if x is not None:
+            _check_same_shape(name, x, logprobs.shape, "logprobs")
+
+
+def entropy_bonus(pg_loss: Tensor, entropy: Tensor | None, mask: Tensor, entropy_coef: float) -> tuple[Tensor, float]:
+    """``(pg_loss − entropy_coef · token-mean(entropy), token-mean(entropy))`` over ``mask`` ``[N, T]`` bool
+    (§1.6); ``(pg_loss, 0.0)`` without ``entropy``."""
+    if entropy is None:
+        return pg_loss, 0.0
+    entropy_mean = masked_mean(entropy.to(pg_loss.dtype), mask)
+    return pg_loss - entropy_coef * entropy_mean, float(entropy_mean.detach().item())
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -90,10 +111,7 @@ def sft_nll(logprobs: Tensor, response_mask: Tensor) -> Tensor:
     Returns:
         scalar tensor; 0 when the mask is empty. Padding positions may hold anything (inf/NaN included).
     """
-    if not isinstance(logprobs, Tensor) or logprobs.dim() != 2:
-        shape = tuple(logprobs.shape) if isinstance(logprobs, Tensor) else type(logprobs).__name__
-        raise ValueError(f"logprobs must be a 2-D tensor [N, T], got {shape}")
-    _check_same_shape("response_mask", response_mask, logprobs.shape, "logprobs")
+    check_token_tensors(logprobs, response_mask=response_mask)
     mask = response_mask.bool()
     return -masked_mean(torch.where(mask, logprobs, torch.zeros_like(logprobs)), mask)
 
@@ -123,13 +141,19 @@ def entropy_from_logprobs(logp: Tensor) -> Tensor:
     return -(p * torch.where(p > 0, logp, torch.zeros_like(logp))).sum(dim=-1)
 
 
-def check_clip_knobs(clip_low: float, clip_high: float, clip_c: float, entropy_coef: float) -> None:
-    """ValueError naming the first knob of :func:`ppo_clip_loss` outside its range."""
+def check_clip_knobs(
+    clip_low: float, clip_high: float, clip_c: float | None, entropy_coef: float, *, low_below_one: bool = False
+) -> None:
+    """ValueError naming the first knob of :func:`ppo_clip_loss` outside its range. ``clip_c=None``: a loss
+    without a dual clip (GSPO); ``low_below_one``: ``clip_low`` in [0, 1), as a loss object demands (1 would
+    allow a ratio of 0)."""
+    if low_below_one and not (isinstance(clip_low, (int, float)) and 0.0 <= clip_low < 1.0):
+        raise ValueError(f"clip_low must be a float in [0, 1), got {clip_low!r}")
     if not (isinstance(clip_low, (int, float)) and 0.0 <= clip_low <= 1.0):
         raise ValueError(f"clip_low must be a float in [0, 1], got {clip_low!r}")
     if not (isinstance(clip_high, (int, float)) and math.isfinite(clip_high) and clip_high >= 0.0):
         raise ValueError(f"clip_high must be a finite float >= 0, got {clip_high!r}")
-    if not (isinstance(clip_c, (int, float)) and math.isfinite(clip_c) and clip_c > 1.0):
+    if clip_c is not None and not (isinstance(clip_c, (int, float)) and math.isfinite(clip_c) and clip_c > 1.0):
         raise ValueError(f"clip_c must be a finite float > 1, got {clip_c!r}")
     if not (isinstance(entropy_coef, (int, float)) and math.isfinite(entropy_coef) and entropy_coef >= 0.0):
         raise ValueError(f"entropy_coef must be a finite float >= 0, got {entropy_coef!r}")
@@ -165,15 +189,7 @@ def ppo_clip_loss(
         ``ppo_kl`` (token-mean of ``ℓ_old − ℓ``, unclamped as in the reference), ``entropy`` (token-mean; 0.0
         when ``entropy`` is None).
     """
-    if not isinstance(logprobs, Tensor) or logprobs.dim() != 2:
-        shape = tuple(logprobs.shape) if isinstance(logprobs, Tensor) else type(logprobs).__name__
-        raise ValueError(f"logprobs must be a 2-D tensor [N, T], got {shape}")
-    shape = logprobs.shape
-    _check_same_shape("old_logprobs", old_logprobs, shape, "logprobs")
-    _check_same_shape("advantages", advantages, shape, "logprobs")
-    _check_same_shape("response_mask", response_mask, shape, "logprobs")
-    if entropy is not None:
-        _check_same_shape("entropy", entropy, shape, "logprobs")
+    check_token_tensors(logprobs, old_logprobs=old_logprobs, advantages=advantages, response_mask=response_mask, entropy=entropy)
     check_clip_knobs(clip_low, clip_high, clip_c, entropy_coef)
 
     mask = response_mask.bool()
@@ -194,11 +210,7 @@ def ppo_clip_loss(
     token_loss = torch.where(negative, torch.minimum(loss_ppo, loss_dual), loss_ppo)
     pg_loss = masked_mean(token_loss, mask)  # §1.6: token-mean over response tokens
 
-    loss = pg_loss
-    entropy_mean = None
-    if entropy is not None:
-        entropy_mean = masked_mean(entropy.to(logprobs.dtype), mask)
-        loss = pg_loss - entropy_coef * entropy_mean  # §1.6: loss = pg_loss − 0.001·token-mean(entropy)
+    loss, entropy_mean = entropy_bonus(pg_loss, entropy, mask, entropy_coef)  # §1.6: − 0.001·token-mean(entropy)
 
     with torch.no_grad():
         clipfrac = masked_mean((loss_clipped > loss_unclipped).to(logprobs.dtype), mask)
@@ -209,7 +221,7 @@ def ppo_clip_loss(
         "pg_clipfrac": float(clipfrac.item()),
         "pg_clipfrac_lower": float(clipfrac_lower.item()),
         "ppo_kl": float(ppo_kl.item()),
-        "entropy": float(entropy_mean.detach().item()) if entropy_mean is not None else 0.0,
+        "entropy": entropy_mean,
     }
     return loss, stats
 
@@ -226,9 +238,7 @@ class PPOClip:
     entropy_coef: float = 0.001  # >= 0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.clip_low, (int, float)) and 0.0 <= self.clip_low < 1.0):  # 1 would allow ratio 0
-            raise ValueError(f"clip_low must be a float in [0, 1), got {self.clip_low!r}")
-        check_clip_knobs(self.clip_low, self.clip_high, self.clip_c, self.entropy_coef)
+        check_clip_knobs(self.clip_low, self.clip_high, self.clip_c, self.entropy_coef, low_below_one=True)
 
     @property
     def uses_entropy(self) -> bool:
